@@ -1,0 +1,167 @@
+"""Final-answer extraction: pure functions, no torch.
+
+Public API (called from outside this repository; keep it stable):
+
+- :func:`extract_answer` reads the final number of a solution as a canonical decimal string.
+- :func:`numbers_equal` compares two such strings by exact decimal value.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from decimal import Decimal, InvalidOperation
+
+__all__ = ["extract_answer", "numbers_equal", "canonical_number", "split_reasoning"]
+
+# The answer marker: "###" or more hashes ("####" is GSM8K's own).
+MARKER = re.compile(r"#{3,}")
+
+# Minus signs that models and typesetters use besides ASCII "-".
+_MINUS = str.maketrans({"\u2212": "-", "\ufe63": "-", "\uff0d": "-", "\u2012": "-", "\u2013": "-"})
+# Spaces that may separate thousands.
+_SPACES = "\u0020\u00a0\u202f\u2009"
+
+# A number token: optional sign (only where it cannot be a binary minus: not after a digit, letter or
+# closing bracket), digits, then groups joined by "." or "," (followed by digits), or by a space that is
+# followed by exactly three digits. The sign may be separated from the digits by a currency sign.
+NUMBER = re.compile(
+    rf"(?<![\w)\]}}.,])(?P<sign>[-+]\s?[$€£₫]?\s?)?"
+    rf"(?P<num>\d+(?:(?:[.,]|[{_SPACES}](?=\d{{3}}(?!\d)))\d+)*)"
+)
+
+
+def _digits_ok_as_thousands(groups: list[str]) -> bool:
+    """The separator rule: leading group 1-3 digits and not "0"; every later group exactly 3 digits."""
+    lead, rest = groups[0], groups[1:]
+    return 1 <= len(lead) <= 3 and lead != "0" and all(len(g) == 3 for g in rest)
+
+
+def _parse_token(token: str) -> Decimal | None:
+    """Read one number token (digits and separators, no sign) by the separator rule."""
+    # Spaces only ever separate thousands.
+    space_groups = re.split(f"[{_SPACES}]", token)
+    if len(space_groups) > 1:
+        head = re.split(r"[.,]", space_groups[0])
+        if len(head) > 1 or not _digits_ok_as_thousands([space_groups[0]] + [
+            re.split(r"[.,]", g)[0] for g in space_groups[1:]
+        ]):
+            # Not a valid spaced number: keep the part before the first space.
+            token = space_groups[0]
+        else:
+            token = "".join(space_groups)
+            # A decimal part may follow the last group ("1 234,5"): fall through with no spaces left.
+    seps = [c for c in token if c in ".,"]
+    if not seps:
+        return Decimal(token)
+    kinds = set(seps)
+    if len(kinds) == 2:
+        # Both styles: the last separator is the decimal point if it occurs once and the rest are
+        # valid thousands groups ("1.234,5", "1,234.5"); otherwise cut before the offending separator.
+        dec = seps[-1]
+        thou = "," if dec == "." else "."
+        int_part, _, frac = token.rpartition(dec)
+        groups = int_part.split(thou)
+        if dec not in int_part and _digits_ok_as_thousands(groups):
+            return Decimal("".join(groups) + "." + frac)
+        return _parse_token(re.split(r"[.,]", token)[0])
+    sep = seps[0]
+    groups = token.split(sep)
+    if _digits_ok_as_thousands(groups):
+        return Decimal("".join(groups))
+    # A decimal point: only one may stand in a number; cut the token at a second one ("1.5.2" -> 1.5).
+    return Decimal(groups[0] + "." + groups[1])
+
+
+def _canonical(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("-0", "+0", ""):
+        text = "0"
+    return text.lstrip("+")
+
+
+def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).translate(_MINUS)
+    # Markdown emphasis and LaTeX wrappers around numbers carry no meaning for the value.
+    text = re.sub(r"\\(?:boxed|text|mathrm|mathbf|textbf)\s*\{", " ", text)
+    text = re.sub(r"\\[()\[\]]|[*_`{}]", " ", text)
+    # LaTeX thousands spacing "1{,}000" became "1 , 000" above; "1\,000" and "1\ 000" are spaces.
+    text = re.sub(r"(\d) ?, ?(\d{3})(?!\d)", r"\1,\2", text)
+    return re.sub(r"(\d)\\[,;: ](\d{3})(?!\d)", r"\1 \2", text)
+
+
+def _numbers(text: str) -> list[Decimal]:
+    out = []
+    for m in NUMBER.finditer(text):
+        value = _parse_token(m.group("num"))
+        if value is None:
+            continue
+        if m.group("sign") and m.group("sign").strip()[0] == "-":
+            value = -value
+        out.append(value)
+    return out
+
+
+def canonical_number(text: str) -> str | None:
+    """The first number in ``text`` as a canonical decimal string, or None if there is none."""
+    nums = _numbers(_clean(text))
+    return _canonical(nums[0]) if nums else None
+
+
+def extract_answer(text: str, strict: bool = True) -> str | None:
+    """Extract the final numeric answer of a solution as a canonical decimal string.
+
+    Canonical form: no thousands separators, "." as the decimal point, no trailing fractional zeros,
+    no "+", and "-0" is "0". Examples: ``"1000"``, ``"-5"``, ``"2.5"``.
+
+    - strict (default): the first number after the first ``###`` marker (``####`` counts too). None when
+      there is no marker, or no number after it.
+    - flexible (``strict=False``): the strict answer when there is one, otherwise the last number
+      anywhere in the text; None when the text has no number at all.
+
+    Accepted around a number: currency and units (``$18``, ``18 đô la``, ``18đ``, ``18%``, ``18 quả``), a
+    Unicode minus, markdown and LaTeX wrappers (``**18**``, ``\\boxed{18}``), a label before it
+    (``### Đáp án: 18``).
+
+    Separator rule: ``,``, ``.`` and a space may group thousands. A separator is read as a thousands
+    separator only when the leading group has 1-3 digits and is not ``0``, and every group after it has
+    exactly three digits; otherwise it is a decimal point (``1.000`` and ``1,000`` are 1000, ``2,5`` is 2.5,
+    ``0,500`` is 0.5, ``1234.5`` is 1234.5). When both ``.`` and ``,`` occur, the last one is the decimal
+    point and the other groups thousands (``1.234,5`` and ``1,234.5`` are 1234.5). A space only ever
+    groups thousands.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"extract_answer expects a str, got {type(text).__name__}")
+    cleaned = _clean(text)
+    marker = MARKER.search(cleaned)
+    if marker:
+        nums = _numbers(cleaned[marker.end():])
+        if nums:
+            return _canonical(nums[0])
+    if strict:
+        return None
+    nums = _numbers(cleaned)
+    return _canonical(nums[-1]) if nums else None
+
+
+def numbers_equal(a: str | None, b: str | None) -> bool:
+    """True when both are numbers with exactly the same decimal value; None equals nothing."""
+    if a is None or b is None:
+        return False
+    try:
+        return Decimal(a.strip()) == Decimal(b.strip())
+    except (InvalidOperation, AttributeError):
+        return False
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """Split a solution at the first marker into (reasoning, text after the marker), both stripped.
+
+    This is the notebook's split: with no marker, the whole text is reasoning and the answer is "".
+    """
+    parts = text.split("###", 1)
+    if len(parts) == 2:
+        return parts[0].strip(), parts[1].strip()
+    return text.strip(), ""

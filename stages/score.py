@@ -1,0 +1,49 @@
+"""score: exact match, ROUGE and BLEU with intervals, per-question scores and a report (CPU only)."""
+
+import argparse
+from pathlib import Path
+
+from vigsm.config import load_section
+from vigsm.errors import VigsmError, run_cli
+from vigsm.io import read_jsonl, write_json, write_jsonl, write_text
+from vigsm.scoring import compare_variants, load_predictions, render_report, score_variant
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--test", type=Path, required=True)
+    ap.add_argument("--predictions", nargs="+", required=True, metavar="NAME=PATH",
+                    help="one or more variants, e.g. base=... finetuned=...")
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--per-question-dir", type=Path, required=True)
+    ap.add_argument("--report", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    score_p = load_section("score", path=args.params)
+    variants = {}
+    for item in args.predictions:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise VigsmError(f"--predictions: expected NAME=PATH, got {item!r}")
+        variants[name] = Path(path)
+    test_rows = read_jsonl(args.test)
+    scores, rows, per_q = {}, {}, {}
+    for name, path in variants.items():
+        rows[name] = load_predictions(path, test_rows)
+        scores[name], per_q[name] = score_variant(rows[name], score_p)
+        write_jsonl(args.per_question_dir / f"{name}.jsonl", per_q[name])
+    out: dict = dict(scores)
+    delta = None
+    if "base" in per_q and "finetuned" in per_q:
+        delta = compare_variants(per_q["base"], per_q["finetuned"], score_p)
+        out["delta"] = delta
+    write_json(args.metrics, out)
+    write_text(args.report, render_report(scores, rows, per_q, score_p, delta))
+    for name, s in scores.items():
+        print(f"[vigsm] {name}: EM flexible {s['exact_match_flexible']:.3f} "
+              f"[{s['exact_match_flexible_lo']:.3f}, {s['exact_match_flexible_hi']:.3f}]  strict "
+              f"{s['exact_match_strict']:.3f}  ROUGE-L F {s['rougeL_f']:.3f}  BLEU {s['bleu']:.1f}  (n={s['n']})")
+
+
+if __name__ == "__main__":
+    run_cli(main)
