@@ -18,7 +18,10 @@ OFFLINE := -S data.source=sample \
   -S train.per_device_eval_batch_size=8 \
   -S generate.limit=40 -S generate.max_new_tokens=128 -S generate.batch_size=20
 
-.PHONY: install offline test lint clean-venv
+# The headline columns of `dvc exp show`.
+SHOW := dvc exp show --drop '.*' --keep 'Experiment|Created|.*exact_match_flexible(_lo|_hi)?$$|.*exact_match_strict$$|perplexity|finetuned.rougeL_f$$|finetuned.bleu$$'
+
+.PHONY: install offline show test lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,7 +37,10 @@ install: $(VENV)/.installed
 
 offline: install
 	dvc exp run $(OFFLINE)
-	dvc exp show --only-changed --drop 'dvclive|stats|generate|train_tokens|seed|_p$$|_r$$|signature|tokenizer'
+	$(SHOW)
+
+show:
+	$(SHOW)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

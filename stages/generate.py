@@ -26,7 +26,7 @@ def main() -> None:
 
     check_device(model_p)
     t0 = time.time()
-    model, tok = load_with_adapter(model_p, str(args.adapter) if args.adapter else None)
+    model, tok = load_with_adapter(model_p, str(args.adapter) if args.adapter else None, gen_p.merged_16bit)
     load_s = time.time() - t0
     fp = fingerprint(model_p, gen_p, rows, args.adapter)
     t1 = time.time()

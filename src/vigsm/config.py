@@ -110,6 +110,7 @@ class GenerateParams:
     """Decoding the test split."""
 
     batch_size: int = knob(ge=1)
+    merged_16bit: bool = knob()  # decode with the adapter merged into a 16-bit (dequantised) base
     max_new_tokens: int = knob(ge=1)
     do_sample: bool = knob()  # false: greedy, deterministic and comparable across experiments
     temperature: float = knob(gt=0)

@@ -96,6 +96,16 @@ def generate_texts(model: Any, tok: Any, prompts: list[list[dict]], gp: Generate
     return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def sort_by_length(rows: list[dict], tok: Any) -> list[dict]:
+    """Rows ordered by prompt length (ties by id), so each left-padded batch holds similar lengths."""
+
+    def prompt_len(r: dict) -> int:
+        ids = tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True)
+        return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    return sorted(rows, key=lambda r: (prompt_len(r), r["id"]))
+
+
 def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, out_path: Path,
                    fp: str) -> dict[str, Any]:
     """Generate for every row (resuming from the partial file), then write ``out_path`` atomically."""
@@ -104,10 +114,7 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
     partial = out_path.with_name(out_path.name + ".partial")
     done = read_partial(partial, fp)
     resumed = len(done)
-    todo = [r for r in rows if r["id"] not in done]
-    lengths = {r["id"]: len(tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True))
-               for r in todo}
-    todo.sort(key=lambda r: (lengths[r["id"]], r["id"]))
+    todo = sort_by_length([r for r in rows if r["id"] not in done], tok)
     partial.parent.mkdir(parents=True, exist_ok=True)
     mode = "a" if done else "w"
     with open(partial, mode, encoding="utf-8") as fh:

@@ -229,13 +229,49 @@ def load_unsloth(p: ModelParams, source: str) -> tuple[Any, Any]:
     return model, tok
 
 
-def load_with_adapter(p: ModelParams, adapter_dir: str | None) -> tuple[Any, Any]:
-    """Base model (and adapter, if given) for inference, with a left-padding tokenizer."""
+def dequantize_to_16bit(model: Any, dtype: Any) -> Any:
+    """Replace every bitsandbytes 4-bit linear layer by a plain 16-bit one holding its dequantised weights.
+
+    The weights are exactly the ones the adapter was trained against (the NF4 base, dequantised), so
+    merging the adapter afterwards gives the trained function without the per-step dequantisation cost.
+    """
+    import bitsandbytes as bnb
+    import torch
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, bnb.nn.Linear4bit):
+                weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+                linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                         device=weight.device, dtype=dtype)
+                linear.weight.data.copy_(weight)
+                if child.bias is not None:
+                    linear.bias.data.copy_(child.bias.data.to(dtype))
+                setattr(module, child_name, linear)
+    for attr in ("is_loaded_in_4bit", "is_quantized"):
+        if hasattr(model, attr):
+            setattr(model, attr, False)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
+def load_with_adapter(p: ModelParams, adapter_dir: str | None, merged_16bit: bool = True) -> tuple[Any, Any]:
+    """Base model (and adapter, if given) for inference, with a left-padding tokenizer.
+
+    ``merged_16bit`` (the default) decodes with the adapter folded into a 16-bit copy of the base; a
+    4-bit base is dequantised first. ``False`` keeps the notebook's way: 4-bit base + separate adapter.
+    """
     source = resolve_model(p)
     tok = load_tokenizer(p, source, padding_side="left")
     model = load_model(p, source)
+    if p.load_in_4bit and merged_16bit:
+        model = dequantize_to_16bit(model, torch_dtype(p.dtype))
     if adapter_dir:
         model = attach_adapter(model, adapter_dir, p)
+        if merged_16bit or not p.load_in_4bit:
+            model = model.merge_and_unload()
     model.eval()
     return model, tok
 

@@ -107,8 +107,9 @@ def render_report(scores: dict[str, dict[str, Any]], rows: dict[str, list[dict]]
     """The markdown report: headline table (corrected beside seed) and sample right and wrong answers."""
     variants = list(scores)
     conf = int(round(sp.confidence * 100))
+    counts = ", ".join(f"{v} {scores[v]['n']}" for v in variants)
     lines = ["# Evaluation report", "",
-             f"Questions scored: {', '.join(f'{v} {scores[v]['n']}' for v in variants)}. Intervals are {conf}% "
+             f"Questions scored: {counts}. Intervals are {conf}% "
              f"(Wilson for exact match, bootstrap over questions for BLEU).", "",
              "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
 

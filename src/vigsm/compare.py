@@ -1,0 +1,102 @@
+"""Compare two runs question by question: is the difference in exact match real or noise?
+
+Usage::
+
+    python -m vigsm.compare REV_A REV_B [--variant finetuned] [--metric flexible]
+
+REV_A and REV_B are git revisions (``HEAD``, ``main``, a commit) or DVC experiment names, or
+``workspace``. Each run's per-question scores (``metrics/per_question/<variant>.jsonl``, kept in git)
+are read through ``dvc.api``, joined on the question id, and the difference B - A in exact match is
+printed with a paired bootstrap interval and McNemar's exact p-value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+
+from vigsm import metrics as M
+from vigsm.errors import VigsmError, run_cli
+
+PER_QUESTION = "metrics/per_question/{variant}.jsonl"
+
+
+def resolve_rev(rev: str, repo: str = ".") -> str | None:
+    """A git revision for ``rev``: itself if git knows it, else the commit of the DVC experiment so named."""
+    if rev == "workspace":
+        return None
+    ok = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
+                        capture_output=True, text=True)
+    if ok.returncode == 0:
+        return ok.stdout.strip()
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=repo,
+                          capture_output=True, text=True).stdout.split("\n")
+    hits = [line.split()[1] for line in refs if line and line.split()[0].rsplit("/", 1)[-1] == rev]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise VigsmError(f"experiment name {rev!r} is ambiguous ({len(hits)} experiments); use a commit")
+    raise VigsmError(f"{rev!r} is neither a git revision nor a DVC experiment (see `dvc exp show`)")
+
+
+def read_per_question(rev: str, variant: str, repo: str = ".") -> dict[str, dict]:
+    import dvc.api
+
+    path = PER_QUESTION.format(variant=variant)
+    try:
+        text = dvc.api.read(path, repo=repo, rev=resolve_rev(rev, repo), encoding="utf-8")
+    except VigsmError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - dvc raises many types for a missing path or rev
+        raise VigsmError(f"cannot read {path} at {rev}: {type(exc).__name__}: {exc}") from exc
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {r["id"]: r for r in rows}
+
+
+def compare(rev_a: str, rev_b: str, variant: str = "finetuned", metric: str = "flexible", *, repo: str = ".",
+            samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+    a, b = read_per_question(rev_a, variant, repo), read_per_question(rev_b, variant, repo)
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise VigsmError(f"{rev_a} and {rev_b} share no question ids; they were scored on different data")
+    key = f"correct_{metric}"
+    res = M.paired_bootstrap([a[i][key] for i in common], [b[i][key] for i in common], samples=samples,
+                             confidence=confidence, seed=seed)
+    res.update(acc_a=sum(a[i][key] for i in common) / len(common), acc_b=sum(b[i][key] for i in common) / len(common),
+               only_in_a=len(set(a) - set(b)), only_in_b=len(set(b) - set(a)))
+    return res
+
+
+def verdict(res: dict) -> str:
+    if res["delta_lo"] > 0:
+        return "B is better than A: the interval excludes 0"
+    if res["delta_hi"] < 0:
+        return "B is worse than A: the interval excludes 0"
+    return "no evidence of a difference: the interval includes 0 (noise at this sample size)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m vigsm.compare", description=__doc__.splitlines()[0])
+    ap.add_argument("rev_a")
+    ap.add_argument("rev_b")
+    ap.add_argument("--variant", default="finetuned", help="base or finetuned (default)")
+    ap.add_argument("--metric", default="flexible", choices=("flexible", "strict"))
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    args = ap.parse_args()
+    res = compare(args.rev_a, args.rev_b, args.variant, args.metric, samples=args.samples)
+    if args.json:
+        print(json.dumps(res))
+        return
+    print(f"{args.variant}, exact match ({args.metric}), {res['n']} shared questions")
+    print(f"  A {args.rev_a}: {100 * res['acc_a']:.1f}%")
+    print(f"  B {args.rev_b}: {100 * res['acc_b']:.1f}%")
+    print(f"  B - A: {100 * res['delta']:+.1f} points, 95% paired bootstrap [{100 * res['delta_lo']:+.1f}, "
+          f"{100 * res['delta_hi']:+.1f}]; McNemar p = {res['mcnemar_p']:.3g} "
+          f"({res['only_a']} right only in A, {res['only_b']} only in B)")
+    print(f"  {verdict(res)}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

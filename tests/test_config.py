@@ -1,0 +1,134 @@
+"""params.yaml: the shipped file is valid and every stage rejects bad params in one line, fast."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, write_params
+from vigsm.config import SECTIONS, load_section, parse_section
+from vigsm.errors import VigsmError
+
+
+def committed_params(tmp_path: Path) -> Path:
+    """params.yaml as committed: `make offline` (dvc exp run -S ...) edits the workspace copy."""
+    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return ROOT / "params.yaml"
+    (tmp_path / "params.yaml").write_text(proc.stdout, encoding="utf-8")
+    return tmp_path / "params.yaml"
+
+
+def test_shipped_params_are_the_notebooks_configuration(tmp_path):
+    path = committed_params(tmp_path)
+    model = load_section("model", path=path)
+    lora = load_section("lora", path=path)
+    train = load_section("train", path=path)
+    data = load_section("data", path=path)
+    gen = load_section("generate", path=path)
+    assert (model.name, model.load_in_4bit, model.dtype, model.max_seq_length) == (
+        "unsloth/Qwen2.5-3B-Instruct", True, "bfloat16", 1536)
+    assert (lora.r, lora.alpha, lora.dropout, lora.bias, lora.use_rslora) == (32, 32, 0.0, "none", True)
+    assert lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (train.per_device_train_batch_size, train.gradient_accumulation_steps, train.learning_rate) == (6, 2, 1e-4)
+    assert (train.weight_decay, train.num_train_epochs, train.lr_scheduler_type, train.warmup_steps) == (
+        0.05, 2, "cosine", 10)
+    assert (train.eval_steps, train.save_steps, train.save_total_limit, train.optim) == (
+        200, 200, 1, "paged_adamw_8bit")
+    assert train.load_best_model_at_end
+    assert data.source == "hllj/vi_gsm8k"
+    assert data.system_prompt == ("Bạn là một trợ lý toán học.\nHãy suy nghĩ cẩn thận để giải bài toán được cung cấp.\n"
+                                  "Trình bày từng bước. Sau đó trả lời theo cú pháp:\n### number\n")
+    assert data.target_template.format(explanation="E", answer="7") == "E\n### 7"
+    # The two deliberate changes from the notebook: greedy, and the full test split.
+    assert gen.do_sample is False and gen.limit == 0 and gen.max_new_tokens == 768
+
+
+def test_every_section_parses():
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert set(doc) == set(SECTIONS)
+    for name, cls in SECTIONS.items():
+        parse_section(name, doc[name], cls)
+
+
+BAD = [
+    # (section, key, value, stage, expected fragment)
+    ("lora", "rank", 8, "train", "lora.rank: unknown key"),
+    ("lora", "r", 0, "train", "lora.r: must be >= 1"),
+    ("lora", "r", "32", "train", "lora.r: expected an integer"),
+    ("lora", "target_modules", ["q_proj", "qkv"], "train", "lora.target_modules[1]: 'qkv' is not one of"),
+    ("train", "learning_rate", -1e-4, "train", "train.learning_rate: must be > 0"),
+    ("train", "backend", "jax", "train", "train.backend: 'jax' is not one of auto, unsloth, peft"),
+    ("train", "lr_scheduler_type", "cosyne", "train", "train.lr_scheduler_type: 'cosyne' is not one of"),
+    ("train", "load_best_model_at_end", "yes", "train", "train.load_best_model_at_end: expected true or false"),
+    ("model", "dtype", "fp8", "generate", "model.dtype: 'fp8' is not one of"),
+    ("generate", "limit", -1, "generate", "generate.limit: must be >= 0"),
+    ("generate", "top_p", 1.5, "generate", "generate.top_p: must be <= 1"),
+    ("data", "train_limit", 1.5, "prepare", "data.train_limit: expected an integer"),
+    ("score", "confidence", 2, "score", "score.confidence: must be <= 0.999"),
+]
+
+STAGE_ARGS = {
+    "prepare": ["--sample-dir", "data/sample", "--out-dir", "{tmp}/prepared"],
+    "train": ["--data-dir", "{tmp}/d", "--adapter-dir", "{tmp}/a", "--checkpoint-dir", "{tmp}/c",
+              "--metrics", "{tmp}/m.json"],
+    "generate": ["--test", "{tmp}/t.jsonl", "--out", "{tmp}/p.jsonl"],
+    "score": ["--test", "{tmp}/t.jsonl", "--predictions", "a={tmp}/p.jsonl", "--metrics", "{tmp}/m.json",
+              "--per-question-dir", "{tmp}/pq", "--report", "{tmp}/r.md"],
+}
+
+
+def run_stage(stage: str, params_path: Path, tmp: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    args = [a.format(tmp=tmp) for a in STAGE_ARGS[stage]]
+    import os
+
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), *args, "--params", str(params_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize(("section", "key", "value", "stage", "fragment"), BAD)
+def test_bad_param_stops_the_stage_in_one_line(tmp_path, section, key, value, stage, fragment):
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc[section][key] = value
+    write_params(tmp_path / "params.yaml", doc)
+    t0 = time.time()
+    proc = run_stage(stage, tmp_path / "params.yaml", tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert time.time() - t0 < 30  # before any model is loaded
+
+
+def test_missing_section_and_key(tmp_path):
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    del doc["lora"]
+    write_params(tmp_path / "params.yaml", doc)
+    proc = run_stage("train", tmp_path / "params.yaml", tmp_path)
+    assert proc.returncode == 2 and "section 'lora' is missing" in proc.stderr
+    with pytest.raises(VigsmError, match=r"train.seed: missing key"):
+        raw = dict(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["train"])
+        del raw["seed"]
+        parse_section("train", raw, SECTIONS["train"])
+
+
+def test_debug_flag_brings_the_traceback_back(tmp_path):
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc["lora"]["rank"] = 8
+    write_params(tmp_path / "params.yaml", doc)
+    proc = run_stage("train", tmp_path / "params.yaml", tmp_path, env={"VIGSM_DEBUG": "1"})
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and "lora.rank: unknown key" in proc.stderr
+
+
+def test_importing_vigsm_does_not_import_torch():
+    code = ("import sys, vigsm, vigsm.answers, vigsm.metrics, vigsm.config, vigsm.data, vigsm.scoring, "
+            "vigsm.modeling, vigsm.training, vigsm.generation; "
+            "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'unsloth') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

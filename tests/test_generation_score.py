@@ -1,0 +1,167 @@
+"""Generation resumes to an identical result; score handles bad predictions; files are written atomically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, tiny_params, write_params
+from vigsm.config import SECTIONS, parse_section
+from vigsm.data import prepare
+from vigsm.errors import VigsmError
+from vigsm.io import atomic_path, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_model_dir):
+    params = tiny_params(tiny_model_dir)
+    s = {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
+    records, _ = prepare(s["data"], ROOT / "data" / "sample")
+    return s, records
+
+
+@pytest.mark.slow
+def test_generation_resumes_identically(tiny, tmp_path):
+    from vigsm.generation import fingerprint, read_partial, run_generation, sort_by_length
+    from vigsm.modeling import load_with_adapter
+
+    s, records = tiny
+    rows = records["test"][:10]
+    model, tok = load_with_adapter(s["model"], None)
+    fp = fingerprint(s["model"], s["generate"], rows, None)
+    full = tmp_path / "full.jsonl"
+    run_generation(model, tok, rows, s["generate"], full, fp)
+    # Simulate a kill after the first flushed batch: keep the header and one batch, plus a torn line.
+    resumed = tmp_path / "resumed.jsonl"
+    partial = resumed.with_name(resumed.name + ".partial")
+    done = {r["id"] for r in sort_by_length(rows, tok)[: s["generate"].batch_size]}
+    first_batch = [r for r in map(json.loads, full.read_text().splitlines()) if r["id"] in done]
+    partial.write_text(json.dumps({"fingerprint": fp}) + "\n" + "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                                        for r in first_batch) + '{"id": "torn')
+    assert len(read_partial(partial, fp)) == len(first_batch)
+    info = run_generation(model, tok, rows, s["generate"], resumed, fp)
+    assert info["resumed"] == len(first_batch) > 0
+    assert resumed.read_bytes() == full.read_bytes()
+    assert not partial.exists()
+    # a partial file from other settings is ignored, not mixed in
+    assert read_partial(tmp_path / "nope", fp) == {}
+    partial.write_text(json.dumps({"fingerprint": "other"}) + "\n" + json.dumps(first_batch[0]) + "\n")
+    assert read_partial(partial, fp) == {}
+
+
+@pytest.mark.slow
+def test_generate_stage_kill_and_resume(tiny, tmp_path, tiny_model_dir):
+    """SIGKILL the real generate stage after its first flushed batch; the rerun finishes the rest and the
+    result equals an uninterrupted run byte for byte."""
+    import os
+    import signal
+    import time
+
+    params = tiny_params(tiny_model_dir, generate={"batch_size": 2, "max_new_tokens": 24})
+    write_params(tmp_path / "params.yaml", params)
+    _, records = tiny
+    test = tmp_path / "test.jsonl"
+    write_jsonl(test, records["test"])
+
+    def cmd(out):
+        return [sys.executable, str(ROOT / "stages" / "generate.py"), "--test", str(test), "--out", str(out),
+                "--params", str(tmp_path / "params.yaml")]
+
+    subprocess.run(cmd(tmp_path / "ref.jsonl"), check=True, capture_output=True, timeout=600)
+    out = tmp_path / "out.jsonl"
+    partial = tmp_path / "out.jsonl.partial"
+    proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not partial.exists() or partial.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    res = subprocess.run(cmd(out), check=True, capture_output=True, text=True, timeout=600)
+    assert "resumed" in res.stdout
+    assert out.read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.jsonl"
+    write_jsonl(target, [{"a": 1}])
+
+    def boom():
+        yield {"a": 2}
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        write_jsonl(target, boom())
+    assert target.read_text() == '{"a": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["x.jsonl"]  # no temp file left behind
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "new.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError
+    assert not (tmp_path / "new.json").exists()
+
+
+def score_cmd(tmp_path: Path, test: Path, preds: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "stages" / "score.py"), "--test", str(test), "--predictions",
+            f"finetuned={preds}", "--metrics", str(tmp_path / "m.json"), "--per-question-dir", str(tmp_path / "pq"),
+            "--report", str(tmp_path / "r.md"), "--params", str(ROOT / "params.yaml")]
+
+
+def _test_rows():
+    return [{"id": f"test-{i}", "question": f"Q{i}", "explanation": "1 + 1 = 2", "answer": str(i),
+             "completion": [{"role": "assistant", "content": f"1 + 1 = 2\n### {i}"}]} for i in range(4)]
+
+
+BAD_PREDICTIONS = [
+    ("other split", [{"id": "train-0", "raw": "### 0"}], b"", 2, "not in the prepared test split"),
+    ("duplicate", [{"id": "test-0", "raw": "### 0"}, {"id": "test-0", "raw": "### 0"}], b"", 2, "duplicate id"),
+    ("missing raw", [{"id": "test-0"}], b"", 2, "missing field 'raw'"),
+    ("non-utf8", None, b'{"id": "test-0", "raw": "\xff\xfe"}\n', 2, "not valid UTF-8"),
+    ("empty file", [], b"", 2, "no predictions"),
+]
+
+
+@pytest.mark.parametrize(("name", "rows", "raw", "code", "fragment"), BAD_PREDICTIONS,
+                         ids=[b[0] for b in BAD_PREDICTIONS])
+def test_bad_predictions_are_rejected(tmp_path, name, rows, raw, code, fragment):
+    test = tmp_path / "test.jsonl"
+    write_jsonl(test, _test_rows())
+    preds = tmp_path / "p.jsonl"
+    if rows is None:
+        preds.write_bytes(raw)
+    else:
+        write_jsonl(preds, rows)
+    proc = subprocess.run(score_cmd(tmp_path, test, preds), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code
+    assert fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_odd_predictions_are_scored(tmp_path):
+    """Empty output, no marker and junk are scored (as wrong or via the flexible fallback), not rejected."""
+    test = tmp_path / "test.jsonl"
+    write_jsonl(test, _test_rows())
+    preds = tmp_path / "p.jsonl"
+    write_jsonl(preds, [{"id": "test-0", "raw": ""}, {"id": "test-1", "raw": "1 + 0 = 1"},
+                        {"id": "test-2", "raw": "lời giải\n### $2.00"}, {"id": "test-3", "raw": "###"}])
+    subprocess.run(score_cmd(tmp_path, test, preds), check=True, capture_output=True, timeout=120)
+    m = json.loads((tmp_path / "m.json").read_text())["finetuned"]
+    assert m["n"] == 4
+    assert m["exact_match_strict"] == 0.25 and m["exact_match_flexible"] == 0.5
+    assert m["exact_match_strict_no_answer"] == 0.75
+    assert m["exact_match_seed"] == 0.0  # "$2.00" != "2" as strings
+    pq = [json.loads(x) for x in (tmp_path / "pq" / "finetuned.jsonl").read_text().splitlines()]
+    assert [q["correct_flexible"] for q in pq] == [False, True, True, False]
+
+
+def test_load_predictions_join(tmp_path):
+    from vigsm.scoring import load_predictions
+
+    preds = tmp_path / "p.jsonl"
+    write_jsonl(preds, [{"id": "test-1", "raw": "x"}])
+    rows = load_predictions(preds, _test_rows())
+    assert rows[0]["reference_answer"] == "1"
+    with pytest.raises(VigsmError):
+        load_predictions(tmp_path / "missing.jsonl", _test_rows())

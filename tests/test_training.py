@@ -1,0 +1,131 @@
+"""Training on the tiny model: the loss mask on the real collated batch, and resuming after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, tiny_params, write_params
+from vigsm.config import SECTIONS, parse_section
+from vigsm.data import prepare
+
+pytestmark = pytest.mark.slow
+
+
+def sections(params: dict):
+    return {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model_dir):
+    out = tmp_path_factory.mktemp("prepared")
+    params = tiny_params(tiny_model_dir)
+    records, _ = prepare(sections(params)["data"], ROOT / "data" / "sample")
+    for split, rows in records.items():
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return out, params, records
+
+
+def test_completion_only_labels_on_the_real_collated_batch(prepared, tmp_path):
+    from vigsm.training import build_trainer, label_coverage
+
+    _, params, records = prepared
+    s = sections(params)
+    trainer, backend = build_trainer(s["model"], s["lora"], s["train"], records["train"], records["test"][:4],
+                                     tmp_path / "ckpt")
+    assert backend == "peft"
+    tok = trainer.processing_class
+    features = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator(features)
+    assistant_header = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    for i, rec in enumerate(records["train"][:4]):
+        ids = batch["input_ids"][i].tolist()
+        labels = batch["labels"][i].tolist()
+        # the prompt ends right after the last assistant header
+        start = max(j + len(assistant_header) for j in range(len(ids))
+                    if ids[j:j + len(assistant_header)] == assistant_header)
+        assert all(x == -100 for x in labels[:start]), "a prompt token carries a label"
+        n = len(features[i]["input_ids"])
+        assert labels[start:n] == ids[start:n], "a completion token is masked"
+        assert all(x == -100 for x in labels[n:]), "padding carries a label"
+        text = tok.decode(labels[start:n])
+        assert text.startswith(rec["completion"][0]["content"])
+        assert text.rstrip().endswith("<|im_end|>")  # the end of turn is learned
+    cov = label_coverage(trainer, records["train"])
+    assert cov["prompt_tokens_labelled"] == 0
+    assert cov["completion_tokens_labelled"] == cov["completion_tokens"] > 0
+
+
+def train_cmd(work: Path, data_dir: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "stages" / "train.py"), "--data-dir", str(data_dir), "--adapter-dir",
+            str(work / "adapter"), "--checkpoint-dir", str(work / "ckpt"), "--metrics", str(work / "train.json"),
+            "--params", str(work / "params.yaml")]
+
+
+def test_training_resumes_after_sigkill(prepared, tmp_path, tiny_model_dir):
+    """Kill training after its first checkpoint; the rerun resumes there and ends where an uninterrupted
+    run with the same seed ends (eval loss within 1e-4, adapter weights within 1e-4)."""
+    data_dir, params, _ = prepared
+    params = tiny_params(tiny_model_dir, train={"max_steps": 8, "save_steps": 2, "eval_steps": 2,
+                                                "load_best_model_at_end": False})
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    for work in (ref, killed):
+        work.mkdir()
+        write_params(work / "params.yaml", params)
+    subprocess.run(train_cmd(ref, data_dir), check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(train_cmd(killed, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((killed / "ckpt").glob("checkpoint-4/trainer_state.json")):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "adapter").exists() and not (killed / "train.json").exists()
+    # A checkpoint torn by the kill is detected and skipped: fake one past the last complete one.
+    torn = killed / "ckpt" / "checkpoint-99"
+    torn.mkdir()
+    (torn / "adapter_model.safetensors").write_bytes(b"torn")
+    out = subprocess.run(train_cmd(killed, data_dir), check=True, capture_output=True, text=True, timeout=600)
+    assert "skipping incomplete checkpoint" in out.stdout and "resuming from" in out.stdout
+    m_ref = json.loads((ref / "train.json").read_text())
+    m_killed = json.loads((killed / "train.json").read_text())
+    assert m_killed["resumed_from_step"] >= 2 and m_killed["global_step"] == m_ref["global_step"] == 8
+    assert m_killed["eval_loss"] == pytest.approx(m_ref["eval_loss"], abs=1e-4)
+    from safetensors.torch import load_file
+
+    a = load_file(ref / "adapter" / "adapter_model.safetensors")
+    b = load_file(killed / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max().item() < 1e-4, k
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path, tiny_model_dir):
+    from vigsm.training import resume_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "checkpoint-2").mkdir(parents=True)
+    (ckpt / "vigsm-fingerprint.txt").write_text("old")
+    assert resume_checkpoint(ckpt, "new") is None
+    assert not (ckpt / "checkpoint-2").exists()
+
+
+def test_four_bit_on_cpu_is_refused_before_loading(tmp_path, tiny_model_dir, prepared):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data_dir, _, _ = prepared
+    params = tiny_params(tiny_model_dir, model={"load_in_4bit": True})
+    write_params(tmp_path / "params.yaml", params)
+    proc = subprocess.run(train_cmd(tmp_path, data_dir), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "model.load_in_4bit: 4-bit loading needs a CUDA GPU" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
