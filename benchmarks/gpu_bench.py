@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import subprocess
@@ -176,7 +175,8 @@ def run_all(args) -> None:
     m = str(model_dir)
     results: dict = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
                      "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                                  "transformers": transformers.__version__}, "model": "Qwen2.5-3B-shaped, random weights",
+                                  "transformers": transformers.__version__},
+               "model": "Qwen2.5-3B-shaped, random weights",
                      "peak_bf16_flops_assumed": PEAK_BF16_DENSE}
     for name in ("trl", "peft", "unsloth", "bitsandbytes"):
         try:
@@ -186,7 +186,7 @@ def run_all(args) -> None:
         except Exception as exc:  # noqa: BLE001
             results["versions"][name] = f"unavailable: {exc}"
     base = dict(model=m, steps=args.steps, warmup=3)
-    results["train"] = [
+    results["train"] = [] if args.skip_train else [
         sub("train", label="baseline-peft-bnb", backend="peft", batch=6, accum=2, grad_ckpt=True, **base),
         sub("train", label="project-unsloth-paddingfree", backend="unsloth", batch=6, accum=2, padding_free=True,
             grad_ckpt=True, **base),
@@ -194,11 +194,14 @@ def run_all(args) -> None:
             padding_free=True, grad_ckpt=True, **base),
     ]
     adapter = "/tmp/bench-adapter"
+    if args.skip_train:  # an adapter to decode with: a few steps of the project's path
+        sub("train", label="adapter-for-generation", backend="unsloth", batch=12, accum=1, padding_free=True,
+            grad_ckpt=True, model=m, steps=2, warmup=1)
     results["generate"] = [
-        sub("generate", label="notebook-4bit-adapter-b20-sample", model=m, adapter=adapter, batch=20, questions=20,
-            max_new_tokens=args.nb_tokens, sample=True),
         sub("generate", label="project-merged16-greedy-sorted", model=m, adapter=adapter, batch=args.gen_batch,
             questions=TEST_QUESTIONS, max_new_tokens=768, merged=True, sorted=True),
+        sub("generate", label="notebook-4bit-adapter-b20-sample", model=m, adapter=adapter, batch=20, questions=20,
+            max_new_tokens=args.nb_tokens, sample=True),
     ]
     # Greedy agreement of the fast path with the plain path (4-bit base + separate adapter) on a sample.
     a = sub("generate", label="agree-plain", model=m, adapter=adapter, batch=20, questions=40, max_new_tokens=48,
@@ -206,8 +209,10 @@ def run_all(args) -> None:
     b = sub("generate", label="agree-fast", model=m, adapter=adapter, batch=40, questions=40, max_new_tokens=48,
             merged=True, sorted=True, dump="/tmp/agree-fast.json")
     if "error" not in a and "error" not in b:
-        pa, pb = json.loads(Path("/tmp/agree-plain.json").read_text()), json.loads(Path("/tmp/agree-fast.json").read_text())
-        results["greedy_agreement"] = {"sample": len(pa), "rate": sum(x == y for x, y in zip(pa, pb)) / len(pa)}
+        pa = json.loads(Path("/tmp/agree-plain.json").read_text())
+        pb = json.loads(Path("/tmp/agree-fast.json").read_text())
+        results["greedy_agreement"] = {"sample": len(pa),
+                                       "rate": sum(x == y for x, y in zip(pa, pb, strict=True)) / len(pa)}
     summarize(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
@@ -289,6 +294,7 @@ def main() -> None:
     ap.add_argument("--merged", action="store_true")
     ap.add_argument("--sorted", action="store_true")
     ap.add_argument("--dump")
+    ap.add_argument("--skip-train", action="store_true", help="only the generation measurements")
     args = ap.parse_args()
     if args.mode == "all":
         run_all(args)

@@ -26,6 +26,8 @@ if [[ $what == stages || $what == all ]]; then
     tail -3 "$OUT/stage-gen-$backend.log"
   done
 fi
-if [[ $what == bench || $what == all ]]; then
-  python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" 2>&1 | tee "$OUT/bench.log" | grep -v "^\[bench\] {" 
+if [[ $what == bench || $what == all || $what == gen ]]; then
+  [[ $what == gen ]] && BENCH_ARGS="--skip-train"
+  python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" ${BENCH_ARGS:-} 2>&1 \
+    | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
 fi

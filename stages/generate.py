@@ -33,8 +33,13 @@ def main() -> None:
     info = run_generation(model, tok, rows, gen_p, args.out, fp)
     gen_s = time.time() - t1
     if args.metrics:
-        write_json(args.metrics, {"questions": info["questions"], "resumed_questions": info["resumed"],
-                                  "load_seconds": round(load_s, 2), "generate_seconds": round(gen_s, 2)})
+        figures = {"questions": info["questions"], "resumed_questions": info["resumed"],
+                   "load_seconds": round(load_s, 2), "generate_seconds": round(gen_s, 2)}
+        import torch
+
+        if torch.cuda.is_available():
+            figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        write_json(args.metrics, figures)
     print(f"[vigsm] wrote {info['questions']} predictions to {args.out} in {gen_s:.0f}s"
           + (f" ({info['resumed']} resumed)" if info["resumed"] else ""))
 

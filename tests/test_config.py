@@ -132,3 +132,13 @@ def test_importing_vigsm_does_not_import_torch():
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_yaml11_exponent_floats_are_numbers():
+    """`dvc exp run -S train.learning_rate=1e-5` writes 1e-05, which PyYAML reads as a string."""
+    raw = dict(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["train"])
+    raw["learning_rate"] = "1e-05"
+    assert parse_section("train", raw, SECTIONS["train"]).learning_rate == 1e-5
+    raw["learning_rate"] = "fast"
+    with pytest.raises(VigsmError, match=r"train\.learning_rate: expected a number"):
+        parse_section("train", raw, SECTIONS["train"])

@@ -23,7 +23,8 @@ def setup(tiny_model_dir):
     return s, records
 
 
-@pytest.mark.parametrize("backend", ["unsloth", "peft"])
+# peft first: importing unsloth patches transformers and TRL process-wide
+@pytest.mark.parametrize("backend", ["peft", "unsloth"])
 def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
     from vigsm.generation import generate_texts
     from vigsm.modeling import load_with_adapter

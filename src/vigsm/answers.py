@@ -12,7 +12,7 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["extract_answer", "numbers_equal", "canonical_number", "split_reasoning"]
+__all__ = ["canonical_number", "extract_answer", "numbers_equal", "split_reasoning"]
 
 # The answer marker: "###" or more hashes ("####" is GSM8K's own).
 MARKER = re.compile(r"#{3,}")

@@ -48,7 +48,7 @@ def read_per_question(rev: str, variant: str, repo: str = ".") -> dict[str, dict
         text = dvc.api.read(path, repo=repo, rev=resolve_rev(rev, repo), encoding="utf-8")
     except VigsmError:
         raise
-    except Exception as exc:  # noqa: BLE001 - dvc raises many types for a missing path or rev
+    except Exception as exc:
         raise VigsmError(f"cannot read {path} at {rev}: {type(exc).__name__}: {exc}") from exc
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     return {r["id"]: r for r in rows}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import yaml
 from vigsm.errors import VigsmError
 
 T = TypeVar("T")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _knob(*, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -76,7 +78,7 @@ class LoraParams:
     dropout: float = knob(ge=0, le=1)
     bias: str = knob(choices=("none", "all", "lora_only"))
     use_rslora: bool = knob()
-    target_modules: list[str] = knob(choices=PROJECTIONS)
+    target_modules: list[str] = knob(choices=PROJECTIONS)  # noqa: RUF009 - no default: every key is required
     gradient_checkpointing: bool = knob()
 
 
@@ -172,6 +174,9 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise VigsmError(f"params: {key}: expected an integer, got {value!r}")
     elif tp is float:
+        # PyYAML (YAML 1.1) reads 1e-5 without a dot as a string; DVC's -S writes floats that way.
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise VigsmError(f"params: {key}: expected a number, got {value!r}")
         value = float(value)

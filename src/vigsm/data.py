@@ -46,7 +46,7 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
         try:
             frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path, dtype=str,
                                                                                   keep_default_na=False)
-        except Exception as exc:  # noqa: BLE001 - pandas raises many types for a bad file
+        except Exception as exc:
             raise VigsmError(f"{path}: cannot read {suffix[1:]} ({exc})") from exc
         return frame.to_dict(orient="records")
     raise VigsmError(f"{path}: unknown data format '{suffix}'; use one of {', '.join(FORMATS)}")
@@ -96,7 +96,7 @@ def _load_hub(repo_id: str, revision: str) -> tuple[dict[str, list[dict]], dict[
     try:
         sha = HfApi().dataset_info(repo_id, revision=revision).sha
         ds = datasets.load_dataset(repo_id, revision=sha)
-    except Exception as exc:  # noqa: BLE001 - hub errors come in many types
+    except Exception as exc:
         raise VigsmError(f"cannot load dataset '{repo_id}' (revision {revision}) from the hub: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     missing = [s for s in SPLITS if s not in ds]
@@ -153,25 +153,18 @@ def to_record(row: dict, params: DataParams) -> dict[str, Any]:
     }
 
 
-def length_stats(texts: list[str], prefix: str) -> dict[str, float]:
-    """Percentiles (50/90/99/max) of whitespace-token lengths."""
-    lengths = sorted(len(t.split()) for t in texts)
-    if not lengths:
-        return {}
-    if len(lengths) == 1:
-        p = [lengths[0]] * 99
-    else:
-        p = quantiles(lengths, n=100, method="inclusive")
-    return {f"{prefix}_p50": p[49], f"{prefix}_p90": p[89], f"{prefix}_p99": p[98], f"{prefix}_max": lengths[-1]}
-
-
 def token_length_stats(lengths: list[int], prefix: str) -> dict[str, float]:
-    """Percentiles (50/90/99/max) of token counts."""
+    """Percentiles (50/90/99) and maximum of a list of lengths, as flat keys."""
     if not lengths:
         return {}
     s = sorted(lengths)
     p = quantiles(s, n=100, method="inclusive") if len(s) > 1 else [s[0]] * 99
     return {f"{prefix}_p50": p[49], f"{prefix}_p90": p[89], f"{prefix}_p99": p[98], f"{prefix}_max": s[-1]}
+
+
+def length_stats(texts: list[str], prefix: str) -> dict[str, float]:
+    """Percentiles of whitespace-token lengths (prepare has no model tokenizer; train logs token counts)."""
+    return token_length_stats([len(t.split()) for t in texts], prefix)
 
 
 def prepare(params: DataParams, sample_dir: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:

@@ -23,7 +23,6 @@ from vigsm.config import LoraParams, ModelParams
 from vigsm.errors import VigsmError
 from vigsm.hub import OFFLINE_HINT, cached_snapshot, require_hub
 
-
 CONVERSION_VERSION = "v2"  # bump when convert_gguf changes what it writes
 
 
@@ -184,7 +183,7 @@ def load_tokenizer(p: ModelParams, source: str, padding_side: str = "right") -> 
 
     try:
         tok = AutoTokenizer.from_pretrained(source, revision=p.revision, trust_remote_code=p.trust_remote_code)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _load_error(p, source, exc) from exc
     if tok.pad_token is None:
         # Padding with the end-of-turn token would be masked out of the labels wherever it pads; a
@@ -212,19 +211,19 @@ def load_model(p: ModelParams, source: str, *, device_map: Any = None) -> Any:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except VigsmError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _load_error(p, source, exc) from exc
 
 
 def load_unsloth(p: ModelParams, source: str) -> tuple[Any, Any]:
     """Base model and tokenizer through unsloth's FastLanguageModel (imported only here: needs a GPU)."""
-    from unsloth import FastLanguageModel  # noqa: I001 - unsloth must be imported before transformers patches
+    from unsloth import FastLanguageModel
 
     try:
         model, tok = FastLanguageModel.from_pretrained(
             model_name=source, max_seq_length=p.max_seq_length, dtype=torch_dtype(p.dtype),
             load_in_4bit=p.load_in_4bit, revision=p.revision, trust_remote_code=p.trust_remote_code)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _load_error(p, source, exc) from exc
     return model, tok
 
@@ -238,7 +237,7 @@ def dequantize_to_16bit(model: Any, dtype: Any) -> Any:
     import bitsandbytes as bnb
     import torch
 
-    for name, module in list(model.named_modules()):
+    for _, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, bnb.nn.Linear4bit):
                 weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)

@@ -106,7 +106,8 @@ def t_discount(r: random.Random) -> Problem:
     off = Decimal(p * d) / 100
     final = Decimal(p) - off
     q = f"Một chiếc áo giá ${p}. Cửa hàng giảm giá {d}%. Sau khi giảm, chiếc áo còn giá bao nhiêu đô la?"
-    e = f"Số tiền được giảm là ${p} * {d}% = ${plain(off)}.\nGiá sau khi giảm là ${p} - ${plain(off)} = ${plain(final)}."
+    e = (f"Số tiền được giảm là ${p} * {d}% = ${plain(off)}.\n"
+         f"Giá sau khi giảm là ${p} - ${plain(off)} = ${plain(final)}.")
     return q, e, plain(final)
 
 

@@ -106,7 +106,7 @@ def render_report(scores: dict[str, dict[str, Any]], rows: dict[str, list[dict]]
                   per_q: dict[str, list[dict]], sp: ScoreParams, delta: dict[str, float] | None) -> str:
     """The markdown report: headline table (corrected beside seed) and sample right and wrong answers."""
     variants = list(scores)
-    conf = int(round(sp.confidence * 100))
+    conf = round(sp.confidence * 100)
     counts = ", ".join(f"{v} {scores[v]['n']}" for v in variants)
     lines = ["# Evaluation report", "",
              f"Questions scored: {counts}. Intervals are {conf}% "

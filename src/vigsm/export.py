@@ -1,0 +1,45 @@
+"""Export: merge the LoRA adapter into a 16-bit copy of the base, as a plain HF model directory.
+
+Usage: ``python -m vigsm.export --adapter models/adapter --out models/merged``
+
+The result loads with ``AutoModelForCausalLM.from_pretrained`` in any HF-compatible server (vLLM, TGI,
+llama.cpp's converter) with no PEFT. A 4-bit base is dequantised first, so the merged weights are the
+ones the adapter was trained against. Written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from vigsm.config import load_section
+from vigsm.errors import run_cli
+from vigsm.io import replace_dir
+
+
+def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) -> Path:
+    from vigsm.modeling import load_with_adapter
+
+    model_p = load_section("model", path=params)
+    model, tok = load_with_adapter(model_p, str(adapter), merged_16bit=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.padding_side = "right"
+    tok.save_pretrained(tmp)
+    replace_dir(tmp, out)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m vigsm.export", description=__doc__.splitlines()[0])
+    ap.add_argument("--adapter", type=Path, default=Path("models/adapter"))
+    ap.add_argument("--out", type=Path, default=Path("models/merged"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    print(f"[vigsm] merged model written to {export_merged(args.adapter, args.out, args.params)}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,169 @@
+"""The researcher's workflow on the tiny model: a queued sweep, remote storage round trips (local
+directory and S3 through a local moto server), exporting a merged model, and asking the model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project, run, tiny_params
+
+pytestmark = pytest.mark.slow
+DVC = [sys.executable, "-m", "dvc"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir) -> Path:
+    dest = make_project(tmp_path_factory.mktemp("workflow"), tiny_params(tiny_model_dir))
+    run([*DVC, "repro"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "trained"], dest)
+    return dest
+
+
+def test_queued_sweep(trained):
+    run([*DVC, "exp", "run", "--queue", "-S", "lora.r=2,8"], trained)
+    run([*DVC, "queue", "start", "-j", "1"], trained)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run([*DVC, "queue", "status"], trained).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Failed" not in status, status + run([*DVC, "queue", "logs", "--help"], trained, check=False).stdout
+    shown = json.loads(run([*DVC, "exp", "show", "--json"], trained).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    rs = set()
+    for e in exps:
+        for run_ in e.get("revs", []):
+            data = run_.get("data") or {}
+            r = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("lora", {}).get("r")
+            em = data.get("metrics", {}).get("metrics/score.json", {}).get("data", {}).get("finetuned", {})
+            if r is not None and "exact_match_flexible" in em:
+                rs.add(r)
+    assert {2, 8} <= rs, json.dumps(shown)[:2000]
+    run([*DVC, "queue", "stop"], trained, check=False)
+
+
+def _greedy(model_dir: Path, adapter: Path | None, merged: Path | None = None) -> list[str]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = merged or model_dir
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in ("Lan có 2 cây bút, mua thêm 1 cây. Có bao nhiêu?", "5 + 7 = ?")]
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    return tok.batch_decode(out[:, enc["input_ids"].shape[1]:])
+
+
+def test_export_merged_matches_base_plus_adapter(trained, tiny_model_dir, tmp_path):
+    out = tmp_path / "merged"
+    run([sys.executable, "-m", "vigsm.export", "--adapter", "models/adapter", "--out", str(out)], trained)
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    assert _greedy(tiny_model_dir, None, merged=out) == _greedy(tiny_model_dir, trained / "models" / "adapter")
+
+
+def test_ask_streams_and_extracts(trained):
+    proc = run([sys.executable, "-m", "vigsm.ask", "--max-new-tokens", "8", "Lan có 2 cây bút. Có bao nhiêu?"], trained)
+    assert "=> final answer:" in proc.stdout
+    by_rev = run([sys.executable, "-m", "vigsm.ask", "--rev", "HEAD", "--max-new-tokens", "8",
+                  "Lan có 2 cây bút. Có bao nhiêu?"], trained)
+    assert by_rev.stdout == proc.stdout  # the same adapter and params, read through DVC at HEAD
+
+
+def _pull_and_regenerate(project: Path, remote_args: list[str], tmp_path: Path, env: dict | None = None) -> None:
+    """Push to a remote, clone afresh (no cache, no outputs), pull, and rerun generate + score only."""
+    run([*DVC, "remote", "add", "-d", "store", *remote_args], project, env=env)
+    run(["git", "add", ".dvc/config"], project)
+    run(["git", "commit", "-qm", "remote"], project)
+    run([*DVC, "push"], project, env=env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "models" / "adapter").exists()
+    run([*DVC, "pull"], clone, env=env)
+    assert (clone / "models" / "adapter" / "adapter_model.safetensors").is_file()
+    status = run([*DVC, "status"], clone, env=env).stdout
+    assert "up to date" in status, status
+    # generate and score from the pulled adapter, never training
+    out = run([*DVC, "repro", "--force", "--single-item", "generate"], clone, env=env).stdout
+    assert "Running stage 'train'" not in out
+    same = (clone / "data/predictions/finetuned.jsonl").read_bytes() == (
+        project / "data/predictions/finetuned.jsonl").read_bytes()
+    assert same, "the pulled adapter must reproduce the same greedy predictions"
+    run([*DVC, "repro", "score"], clone, env=env)
+
+
+def test_local_remote_round_trip(trained, tmp_path):
+    project = tmp_path / "p"
+    shutil.copytree(trained, project, symlinks=True)
+    _pull_and_regenerate(project, [str(tmp_path / "remote")], tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_s3_remote_round_trip(trained, tmp_path):
+    pytest.importorskip("dvc_s3")
+    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+    if server is None:
+        pytest.skip("moto_server is not installed")
+    port = _free_port()
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        import boto3
+
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", **{
+            "aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1",
+        }).create_bucket(Bucket="vigsm")
+        project = tmp_path / "p"
+        shutil.copytree(trained, project, symlinks=True)
+        # The endpoint goes to the committed config; credentials stay in the environment (or config.local).
+        run([*DVC, "remote", "add", "-d", "store", "s3://vigsm/cache"], project)
+        run([*DVC, "remote", "modify", "store", "endpointurl", f"http://127.0.0.1:{port}"], project)
+        run([*DVC, "remote", "modify", "--local", "store", "access_key_id", "testing"], project)
+        run([*DVC, "remote", "modify", "--local", "store", "secret_access_key", "testing"], project)
+        assert "testing" not in (project / ".dvc" / "config").read_text()
+        assert "secret_access_key" in (project / ".dvc" / "config.local").read_text()
+        run(["git", "add", ".dvc/config"], project)
+        run(["git", "commit", "-qm", "s3 remote"], project)
+        run([*DVC, "push"], project)
+        clone = tmp_path / "clone"
+        run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+        run([*DVC, "pull"], clone, env=env)  # no config.local in a clone: credentials from the environment
+        assert (clone / "models" / "adapter" / "adapter_model.safetensors").is_file()
+        out = run([*DVC, "repro", "--force", "--single-item", "generate"], clone, env=env).stdout
+        assert "Running stage 'train'" not in out
+        assert (clone / "data/predictions/finetuned.jsonl").read_bytes() == (
+            project / "data/predictions/finetuned.jsonl").read_bytes()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
