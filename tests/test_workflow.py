@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,30 +122,21 @@ def _free_port() -> int:
 
 
 def test_s3_remote_round_trip(trained, tmp_path):
+    """Push to S3 (a moto server on localhost), clone, pull with credentials from the environment."""
     pytest.importorskip("dvc_s3")
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if server is None:
-        pytest.skip("moto_server is not installed")
+    server_mod = pytest.importorskip("moto.server")
     port = _free_port()
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
     try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
         env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
         import boto3
 
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", **{
-            "aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1",
-        }).create_bucket(Bucket="vigsm")
+        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="vigsm")
         project = tmp_path / "p"
         shutil.copytree(trained, project, symlinks=True)
-        # The endpoint goes to the committed config; credentials stay in the environment (or config.local).
+        # The endpoint goes to the committed config; credentials only to the git-ignored config.local.
         run([*DVC, "remote", "add", "-d", "store", "s3://vigsm/cache"], project)
         run([*DVC, "remote", "modify", "store", "endpointurl", f"http://127.0.0.1:{port}"], project)
         run([*DVC, "remote", "modify", "--local", "store", "access_key_id", "testing"], project)
@@ -155,6 +145,7 @@ def test_s3_remote_round_trip(trained, tmp_path):
         assert "secret_access_key" in (project / ".dvc" / "config.local").read_text()
         run(["git", "add", ".dvc/config"], project)
         run(["git", "commit", "-qm", "s3 remote"], project)
+        assert "config.local" not in run(["git", "ls-files", ".dvc"], project).stdout
         run([*DVC, "push"], project)
         clone = tmp_path / "clone"
         run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
@@ -165,5 +156,4 @@ def test_s3_remote_round_trip(trained, tmp_path):
         assert (clone / "data/predictions/finetuned.jsonl").read_bytes() == (
             project / "data/predictions/finetuned.jsonl").read_bytes()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()

@@ -276,4 +276,7 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
 
         metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
     write_json(metrics_path, metrics)
+    # The run is complete and its adapter saved: its checkpoints have served their purpose, and a later
+    # forced rerun must train again rather than "resume" at the last step.
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics
