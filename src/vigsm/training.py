@@ -215,9 +215,8 @@ def dvclive_callback(live_dir: Path, resume: bool) -> Any:
     The Live object is built here rather than by ``report_to="dvclive"`` so that it never edits dvc.yaml
     (the pipeline declares its plots) and appends to the old logs when a killed run resumes.
     """
-    from transformers.integrations import DVCLiveCallback
-
     from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
 
     return DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume))
 
