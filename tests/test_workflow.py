@@ -87,11 +87,9 @@ def test_ask_streams_and_extracts(trained):
     assert by_rev.stdout == proc.stdout  # the same adapter and params, read through DVC at HEAD
 
 
-def _pull_and_regenerate(project: Path, remote_args: list[str], tmp_path: Path, env: dict | None = None) -> None:
-    """Push to a remote, clone afresh (no cache, no outputs), pull, and rerun generate + score only."""
-    run([*DVC, "remote", "add", "-d", "store", *remote_args], project, env=env)
-    run(["git", "add", ".dvc/config"], project)
-    run(["git", "commit", "-qm", "remote"], project)
+def _push_clone_pull_regenerate(project: Path, tmp_path: Path, env: dict | None = None) -> None:
+    """With a default remote configured and committed: push, clone afresh (no cache, no outputs), pull,
+    and rerun generate alone from the pulled adapter; its greedy predictions must be byte-identical."""
     run([*DVC, "push"], project, env=env)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
@@ -100,19 +98,20 @@ def _pull_and_regenerate(project: Path, remote_args: list[str], tmp_path: Path, 
     assert (clone / "models" / "adapter" / "adapter_model.safetensors").is_file()
     status = run([*DVC, "status"], clone, env=env).stdout
     assert "up to date" in status, status
-    # generate and score from the pulled adapter, never training
     out = run([*DVC, "repro", "--force", "--single-item", "generate"], clone, env=env).stdout
     assert "Running stage 'train'" not in out
-    same = (clone / "data/predictions/finetuned.jsonl").read_bytes() == (
-        project / "data/predictions/finetuned.jsonl").read_bytes()
-    assert same, "the pulled adapter must reproduce the same greedy predictions"
+    assert (clone / "data/predictions/finetuned.jsonl").read_bytes() == (
+        project / "data/predictions/finetuned.jsonl").read_bytes(), "the pulled adapter must reproduce the output"
     run([*DVC, "repro", "score"], clone, env=env)
 
 
 def test_local_remote_round_trip(trained, tmp_path):
     project = tmp_path / "p"
     shutil.copytree(trained, project, symlinks=True)
-    _pull_and_regenerate(project, [str(tmp_path / "remote")], tmp_path)
+    run([*DVC, "remote", "add", "-d", "store", str(tmp_path / "remote")], project)
+    run(["git", "add", ".dvc/config"], project)
+    run(["git", "commit", "-qm", "remote"], project)
+    _push_clone_pull_regenerate(project, tmp_path)
 
 
 def _free_port() -> int:
@@ -146,14 +145,7 @@ def test_s3_remote_round_trip(trained, tmp_path):
         run(["git", "add", ".dvc/config"], project)
         run(["git", "commit", "-qm", "s3 remote"], project)
         assert "config.local" not in run(["git", "ls-files", ".dvc"], project).stdout
-        run([*DVC, "push"], project)
-        clone = tmp_path / "clone"
-        run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-        run([*DVC, "pull"], clone, env=env)  # no config.local in a clone: credentials from the environment
-        assert (clone / "models" / "adapter" / "adapter_model.safetensors").is_file()
-        out = run([*DVC, "repro", "--force", "--single-item", "generate"], clone, env=env).stdout
-        assert "Running stage 'train'" not in out
-        assert (clone / "data/predictions/finetuned.jsonl").read_bytes() == (
-            project / "data/predictions/finetuned.jsonl").read_bytes()
+        # A clone has no config.local: there the credentials come from the environment.
+        _push_clone_pull_regenerate(project, tmp_path, env=env)
     finally:
         server.stop()
