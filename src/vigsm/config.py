@@ -30,10 +30,9 @@ def _knob(*, ge: float | None = None, gt: float | None = None, le: float | None 
     return {"ge": ge, "gt": gt, "le": le, "choices": choices}
 
 
-def knob(default: Any = dataclasses.MISSING, **bounds: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=_knob(**bounds))
-    return field(default=default, metadata=_knob(**bounds))
+def knob(**bounds: Any) -> Any:
+    """A required field (params.yaml must name every key) carrying its bounds or allowed values."""
+    return field(metadata=_knob(**bounds))
 
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -85,8 +85,7 @@ def to_dataset(rows: list[dict]) -> Any:
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
-def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Path, *, report_to: list[str],
-               backend: str) -> Any:
+def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Path, *, backend: str) -> Any:
     """SFTConfig from the params; every batch knob is set explicitly (unsloth reports its own otherwise)."""
     from trl import SFTConfig
 
@@ -122,7 +121,7 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
         gradient_checkpointing=lp.gradient_checkpointing and backend != "unsloth",
         bf16=on_gpu and mp.dtype == "bfloat16",
         fp16=on_gpu and mp.dtype == "float16",
-        report_to=report_to,
+        report_to=[],  # DVCLive is attached by train() as a callback it configures itself
         dataset_num_proc=None,
         save_only_model=False,
         disable_tqdm=False,
@@ -170,8 +169,7 @@ def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]
 
 
 def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
-                  eval_rows: list[dict], ckpt_dir: Path, *, report_to: list[str] | None = None,
-                  callbacks: list[Any] | None = None) -> tuple[Any, str]:
+                  eval_rows: list[dict], ckpt_dir: Path, *, callbacks: list[Any] | None = None) -> tuple[Any, str]:
     """Load the base model for the chosen backend and return (SFTTrainer, backend)."""
     check_device(mp)
     backend = choose_backend(tp.backend)
@@ -202,7 +200,7 @@ def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: 
     print(f"[vigsm] backend={backend} device={device} precision={precision}", flush=True)
     from trl import SFTTrainer
 
-    args = sft_config(tp, lp, mp, ckpt_dir, report_to=report_to or [], backend=backend)
+    args = sft_config(tp, lp, mp, ckpt_dir, backend=backend)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(train_rows),
                          eval_dataset=to_dataset(eval_rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
