@@ -99,11 +99,9 @@ def generate_texts(model: Any, tok: Any, prompts: list[list[dict]], gp: Generate
 def sort_by_length(rows: list[dict], tok: Any) -> list[dict]:
     """Rows ordered by prompt length (ties by id), so each left-padded batch holds similar lengths."""
 
-    def prompt_len(r: dict) -> int:
-        ids = tok.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True)
-        return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    from vigsm.modeling import chat_prompt_ids
 
-    return sorted(rows, key=lambda r: (prompt_len(r), r["id"]))
+    return sorted(rows, key=lambda r: (len(chat_prompt_ids(tok, r["prompt"])), r["id"]))
 
 
 def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, out_path: Path,

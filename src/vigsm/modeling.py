@@ -177,6 +177,12 @@ def _load_error(p: ModelParams, source: str, exc: Exception) -> VigsmError:
                       f"{type(exc).__name__}: {first}; {OFFLINE_HINT}")
 
 
+def chat_prompt_ids(tok: Any, messages: list[dict]) -> list[int]:
+    """Token ids of ``messages`` under the chat template, ending with the assistant header."""
+    ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # some versions return a BatchEncoding
+
+
 def load_tokenizer(p: ModelParams, source: str, padding_side: str = "right") -> Any:
     """The tokenizer, with a pad token that is not the end-of-turn token where one exists."""
     from transformers import AutoTokenizer

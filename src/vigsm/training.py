@@ -21,6 +21,7 @@ from vigsm.data import token_length_stats
 from vigsm.errors import VigsmError
 from vigsm.io import read_jsonl, replace_dir, write_json
 from vigsm.modeling import (
+    chat_prompt_ids,
     check_device,
     choose_backend,
     cuda_available,
@@ -152,14 +153,11 @@ def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]
     prompt_labelled = completion_labelled = completion_total = 0
     first_text = ""
     for i, (f, lab) in enumerate(zip(features, per, strict=True)):
-        prompt_ids = tok.apply_chat_template(rows[i]["prompt"], tokenize=True, add_generation_prompt=True)
-        if hasattr(prompt_ids, "keys"):
-            prompt_ids = prompt_ids["input_ids"]
+        prompt_ids = chat_prompt_ids(tok, rows[i]["prompt"])
         n_prompt = len(prompt_ids)
-        if list(f["input_ids"][:n_prompt]) != list(prompt_ids):
+        if list(f["input_ids"][:n_prompt]) != prompt_ids:
             raise VigsmError(f"training example {i} does not start with its chat prompt; the template changed?")
         prompt_labelled += sum(1 for x in lab[:n_prompt] if x != -100)
-        # position 0 of each flattened sequence is masked by the padding-free collator by design
         completion_labelled += sum(1 for x in lab[n_prompt:] if x != -100)
         completion_total += len(lab) - n_prompt
         if i == 0:
