@@ -150,6 +150,67 @@ def lora_config(lp: LoraParams) -> Any:
                       use_rslora=lp.use_rslora, target_modules=list(lp.target_modules), task_type="CAUSAL_LM")
 
 
+def configure_attention() -> str:
+    """Keep PyTorch's SDPA off cuDNN attention on CUDA; return the policy applied.
+
+    On Hopper, torch's dispatcher sends masked and causal SDPA calls to cuDNN attention, which builds a
+    new execution plan for every new sequence shape: every training step (lengths vary) and every
+    decoding step (the key length grows by one) pays it. Flash and memory-efficient attention compute
+    the same function without per-shape plans. ``VIGSM_SDPA_CUDNN=1`` keeps torch's default (the
+    benchmark's plain baseline uses it).
+    """
+    if not cuda_available():
+        return "cpu"
+    import torch
+
+    if os.environ.get("VIGSM_SDPA_CUDNN") == "1":
+        return "torch-default"
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    return "flash/mem-efficient (cuDNN attention off)"
+
+
+DECODE_ATTENTION = "vigsm_sdpa"
+
+
+def gqa_decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+                         dropout: float = 0.0, scaling: float | None = None, is_causal: bool | None = None,
+                         **kwargs: Any) -> tuple[Any, None]:
+    """transformers' SDPA attention, except that a one-token decoding step reads grouped K/V heads once.
+
+    With a padding mask, transformers repeats each K/V head for every query head that shares it (x8 for
+    Qwen2.5-3B) before calling SDPA, so every decoding step writes and reads the whole cache eight more
+    times. For a single query position the repeat is not needed: the query heads that share a K/V head
+    are laid along the query-length axis, [B, H, 1, D] -> [B, H_kv, H/H_kv, D], which is the same
+    attention (the padding mask [B, 1, 1, L] broadcasts over them). Prefill and training calls go
+    through transformers' own SDPA function unchanged.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    if query.shape[2] != 1 or groups == 1 or dropout or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    import torch
+
+    b, h, _, d = query.shape
+    q = query.reshape(b, key.shape[1], groups, d)
+    mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None
+    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
+
+
+def use_decode_attention(model: Any) -> Any:
+    """Switch ``model`` to :func:`gqa_decode_attention` (registered with transformers once)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    if DECODE_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(DECODE_ATTENTION, gqa_decode_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(DECODE_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(DECODE_ATTENTION)
+    return model
+
+
 def check_device(p: ModelParams) -> None:
     """Refuse 4-bit without CUDA before anything is loaded."""
     if p.load_in_4bit and not cuda_available():
@@ -205,6 +266,7 @@ def load_model(p: ModelParams, source: str, *, device_map: Any = None) -> Any:
     from transformers import AutoModelForCausalLM
 
     check_device(p)
+    configure_attention()
     kwargs: dict[str, Any] = {"revision": p.revision, "dtype": torch_dtype(p.dtype),
                               "trust_remote_code": p.trust_remote_code, "attn_implementation": "sdpa",
                               "use_safetensors": True}
@@ -225,6 +287,7 @@ def load_unsloth(p: ModelParams, source: str) -> tuple[Any, Any]:
     """Base model and tokenizer through unsloth's FastLanguageModel (imported only here: needs a GPU)."""
     from unsloth import FastLanguageModel
 
+    configure_attention()
     try:
         model, tok = FastLanguageModel.from_pretrained(
             model_name=source, max_seq_length=p.max_seq_length, dtype=torch_dtype(p.dtype),
@@ -262,15 +325,20 @@ def dequantize_to_16bit(model: Any, dtype: Any) -> Any:
     return model
 
 
-def load_with_adapter(p: ModelParams, adapter_dir: str | None, merged_16bit: bool = True) -> tuple[Any, Any]:
+def load_with_adapter(p: ModelParams, adapter_dir: str | None, merged_16bit: bool = True, *,
+                      decode_attention: bool = True) -> tuple[Any, Any]:
     """Base model (and adapter, if given) for inference, with a left-padding tokenizer.
 
     ``merged_16bit`` (the default) decodes with the adapter folded into a 16-bit copy of the base; a
     4-bit base is dequantised first. ``False`` keeps the notebook's way: 4-bit base + separate adapter.
+    ``decode_attention`` switches decoding steps to :func:`gqa_decode_attention` (same function, no
+    repeated K/V heads); the benchmark turns it off to time the notebook's plain path.
     """
     source = resolve_model(p)
     tok = load_tokenizer(p, source, padding_side="left")
     model = load_model(p, source)
+    if decode_attention:
+        use_decode_attention(model)
     if p.load_in_4bit and merged_16bit:
         model = dequantize_to_16bit(model, torch_dtype(p.dtype))
     if adapter_dir:

@@ -24,6 +24,7 @@ from vigsm.modeling import (
     chat_prompt_ids,
     check_device,
     choose_backend,
+    configure_attention,
     cuda_available,
     load_model,
     load_tokenizer,
@@ -93,7 +94,9 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
     on_gpu = cuda_available()
     return SFTConfig(
         output_dir=str(output_dir),
-        max_length=mp.max_seq_length,
+        # TRL refuses max_length with padding-free batches unless it packs (it cannot truncate a flattened
+        # row); build_trainer checks the lengths itself instead. unsloth's patched trainer takes it as is.
+        max_length=None if tp.padding_free and backend != "unsloth" else mp.max_seq_length,
         completion_only_loss=True,
         padding_free=tp.padding_free,
         per_device_train_batch_size=tp.per_device_train_batch_size,
@@ -166,6 +169,26 @@ def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]
             "completion_tokens": completion_total, "first_labelled_text": first_text}
 
 
+def collated_loss(trainer: Any, n: int = 8) -> float:
+    """The model's loss on the first ``n`` training examples, collated as the trainer collates them.
+
+    Padded and padding-free batches of the same examples must give the same loss (up to rounding): a
+    packed row whose sequences attended to each other, or a shifted position, would show here.
+    """
+    import torch
+
+    ds = trainer.train_dataset
+    batch = trainer.data_collator([ds[i] for i in range(min(n, len(ds)))])
+    batch = trainer._prepare_inputs(batch)
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        loss = model(**batch).loss
+    model.train(was_training)
+    return float(loss)
+
+
 def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
                   eval_rows: list[dict], ckpt_dir: Path, *, callbacks: list[Any] | None = None) -> tuple[Any, str]:
     """Load the base model for the chosen backend and return (SFTTrainer, backend)."""
@@ -195,13 +218,20 @@ def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lp.gradient_checkpointing)
     precision = "4-bit NF4 base" if mp.load_in_4bit else f"{mp.dtype} base, full precision (no quantisation)"
     device = "cuda" if cuda_available() else "cpu"
-    print(f"[vigsm] backend={backend} device={device} precision={precision}", flush=True)
+    print(f"[vigsm] backend={backend} device={device} precision={precision} attention={configure_attention()} "
+          f"gradient_checkpointing={lp.gradient_checkpointing} padding_free={tp.padding_free}", flush=True)
     from trl import SFTTrainer
 
     args = sft_config(tp, lp, mp, ckpt_dir, backend=backend)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(train_rows),
                          eval_dataset=to_dataset(eval_rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
+    if tp.padding_free:
+        too_long = sum(1 for ids in trainer.train_dataset["input_ids"] if len(ids) > mp.max_seq_length)
+        if too_long:
+            raise VigsmError(f"train.padding_free: {too_long} training examples are longer than "
+                             f"model.max_seq_length={mp.max_seq_length} and padding-free batches are not "
+                             f"truncated; raise model.max_seq_length or set train.padding_free=false")
     return trainer, backend
 
 
