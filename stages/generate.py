@@ -1,6 +1,7 @@
 """generate: answer the test questions with the base model, or base + adapter (resumable)."""
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def main() -> None:
     ap.add_argument("--metrics", type=Path, default=None)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
+    # The KV cache grows by one position per step; expandable segments let the CUDA allocator grow in
+    # place instead of fragmenting (set before torch initialises CUDA).
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     model_p = load_section("model", path=args.params)
     gen_p = load_section("generate", path=args.params)
     rows = read_jsonl(args.test)
@@ -33,8 +37,11 @@ def main() -> None:
     info = run_generation(model, tok, rows, gen_p, args.out, fp)
     gen_s = time.time() - t1
     if args.metrics:
+        new_tokens = sum(len(tok(r["raw"], add_special_tokens=False)["input_ids"]) for r in read_jsonl(args.out))
         figures = {"questions": info["questions"], "resumed_questions": info["resumed"],
-                   "load_seconds": round(load_s, 2), "generate_seconds": round(gen_s, 2)}
+                   "batch_size_used": info["batch_size_used"], "load_seconds": round(load_s, 2),
+                   "generate_seconds": round(gen_s, 2), "new_tokens": new_tokens,
+                   "new_tokens_per_second": round(new_tokens / gen_s, 1) if not info["resumed"] else None}
         import torch
 
         if torch.cuda.is_available():

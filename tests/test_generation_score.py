@@ -53,6 +53,54 @@ def test_generation_resumes_identically(tiny, tmp_path):
     assert read_partial(partial, fp) == {}
 
 
+class OutOfMemoryError(RuntimeError):
+    """Stands in for torch.OutOfMemoryError, which the CPU build cannot raise on demand."""
+
+
+def test_out_of_memory_detection():
+    from vigsm.generation import is_out_of_memory
+
+    assert is_out_of_memory(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+@pytest.mark.slow
+def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
+    """A batch that does not fit is retried at half the size; the answers equal a run at that size."""
+    import vigsm.generation as gen
+    from vigsm.modeling import load_with_adapter
+
+    s, records = tiny
+    rows = records["test"][:10]
+    model, tok = load_with_adapter(s["model"], None)
+    fp = gen.fingerprint(s["model"], s["generate"], rows, None)
+    real, seen = gen.generate_texts, []
+
+    def fits_three(model, tok, prompts, gp, seed):
+        seen.append(len(prompts))
+        if len(prompts) > 3:
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real(model, tok, prompts, gp, seed)
+
+    monkeypatch.setattr(gen, "generate_texts", fits_three)
+    gp = s["generate"].__class__(**{**s["generate"].__dict__, "batch_size": 12})
+    info = gen.run_generation(model, tok, rows, gp, tmp_path / "oom.jsonl", fp)
+    assert seen[:3] == [10, 6, 3] and info["batch_size_used"] == 3
+    monkeypatch.setattr(gen, "generate_texts", real)
+    ref = gen.run_generation(model, tok, rows, s["generate"].__class__(**{**gp.__dict__, "batch_size": 3}),
+                             tmp_path / "ref.jsonl", fp)
+    assert ref["batch_size_used"] == 3
+    assert (tmp_path / "oom.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+
+    def always(*a, **k):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(gen, "generate_texts", always)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        gen.run_generation(model, tok, rows, gp, tmp_path / "err.jsonl", fp)
+
+
 @pytest.mark.slow
 def test_generate_stage_kill_and_resume(tiny, tmp_path, tiny_model_dir):
     """SIGKILL the real generate stage after its first flushed batch; the rerun finishes the rest and the
@@ -165,3 +213,32 @@ def test_load_predictions_join(tmp_path):
     assert rows[0]["reference_answer"] == "1"
     with pytest.raises(VigsmError):
         load_predictions(tmp_path / "missing.jsonl", _test_rows())
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(8, 2), (4, 4)])
+def test_decode_attention_matches_transformers_sdpa(tiny_model_dir, heads, kv_heads):
+    """The grouped-query decoding path gives transformers' SDPA result on a left-padded batch."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from vigsm.modeling import DECODE_ATTENTION, use_decode_attention
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.padding_side = "left"
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(cfg).eval()
+    enc = tok(["xin chào các bạn, hôm nay", "a", "một hai ba bốn năm sáu bảy tám chín mười"], return_tensors="pt",
+              padding=True)
+    assert (enc["attention_mask"] == 0).any()  # the padded case is the one that matters
+    kw = dict(max_new_tokens=16, do_sample=False, pad_token_id=tok.pad_token_id, output_scores=True,
+              return_dict_in_generate=True)
+    with torch.no_grad():
+        ref = model.generate(**enc, **kw)
+        use_decode_attention(model)
+        assert model.config._attn_implementation == DECODE_ATTENTION
+        new = model.generate(**enc, **kw)
+    assert torch.equal(ref.sequences, new.sequences)
+    for a, b in zip(ref.scores, new.scores, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

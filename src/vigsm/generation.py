@@ -84,8 +84,10 @@ def generation_kwargs(gp: GenerateParams, tok: Any) -> dict[str, Any]:
     return kw
 
 
-def generate_texts(model: Any, tok: Any, prompts: list[list[dict]], gp: GenerateParams, seed: int) -> list[str]:
-    """Generate one batch (left-padded); return the decoded new text of each prompt."""
+def generate_batch(model: Any, tok: Any, prompts: list[list[dict]], gp: GenerateParams,
+                   seed: int) -> tuple[list[str], int]:
+    """Generate one batch (left-padded); return the decoded new text of each prompt and the number of
+    new tokens produced (end-of-turn tokens included, the padding after them not)."""
     import torch
 
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
@@ -93,7 +95,28 @@ def generate_texts(model: Any, tok: Any, prompts: list[list[dict]], gp: Generate
     torch.manual_seed(seed)
     with torch.inference_mode():
         out = model.generate(**enc, **generation_kwargs(gp, tok))
-    return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    new = out[:, enc["input_ids"].shape[1]:]
+    return tok.batch_decode(new, skip_special_tokens=True), int((new != tok.pad_token_id).sum())
+
+
+def generate_texts(model: Any, tok: Any, prompts: list[list[dict]], gp: GenerateParams, seed: int) -> list[str]:
+    """Generate one batch (left-padded); return the decoded new text of each prompt."""
+    return generate_batch(model, tok, prompts, gp, seed)[0]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an accelerator out-of-memory error (torch raises ``torch.OutOfMemoryError``)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(exc)
+
+
+def _release_cuda_cache() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def sort_by_length(rows: list[dict], tok: Any) -> list[dict]:
@@ -119,11 +142,20 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
         if not done:
             fh.write(json.dumps({"fingerprint": fp}) + "\n")
         bar = tqdm(total=len(rows), initial=resumed, desc=f"generate {out_path.stem}", unit="q")
-        for start in range(0, len(todo), gp.batch_size):
-            batch = todo[start:start + gp.batch_size]
+        size, start = gp.batch_size, 0
+        while start < len(todo):
+            batch = todo[start:start + size]
             # The seed depends on the batch's first id, not its position, so a resumed run samples alike.
             seed = gp.seed + int(hashlib.sha256(batch[0]["id"].encode()).hexdigest()[:8], 16)
-            outs = generate_texts(model, tok, [r["prompt"] for r in batch], gp, seed)
+            try:
+                outs = generate_texts(model, tok, [r["prompt"] for r in batch], gp, seed)
+            except Exception as exc:
+                if not is_out_of_memory(exc) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                print(f"[vigsm] out of GPU memory at batch {len(batch)}; retrying at {size}", flush=True)
+                _release_cuda_cache()
+                continue
             for rec, raw in zip(batch, outs, strict=True):
                 row = make_row(rec, raw)
                 done[rec["id"]] = row
@@ -131,7 +163,8 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(batch))
+            start += len(batch)
         bar.close()
     write_jsonl(out_path, (done[r["id"]] for r in rows))
     partial.unlink()
-    return {"questions": len(rows), "resumed": resumed}
+    return {"questions": len(rows), "resumed": resumed, "batch_size_used": size if todo else None}
