@@ -1,33 +1,89 @@
 #!/usr/bin/env bash
-# One device call: install the carried wheels, run the GPU test tier, the project's real train and
-# generate stages on the GPU (unsloth and peft backends, 4-bit), then the benchmark. Logs go to $OUT.
-#   device run, carrying .whl and .bench (a saved tokenizer):  bash benchmarks/run_device.sh [tests|stages|bench|all]
+# The device side of the GPU work: one H200, nothing downloadable there, logs under $OUT.
+#
+#   bash benchmarks/run_device.sh bench     the benchmark (benchmarks/gpu_bench.py all), in one call
+#   bash benchmarks/run_device.sh tests     the GPU test tier on the tiny random model
+#   bash benchmarks/run_device.sh stash     keep the carried first part of SmolLM2's GGUF (see below)
+#   bash benchmarks/run_device.sh smollm2   SmolLM2-135M-Instruct (real weights): the real train, generate and
+#                                           score stages with the unsloth and the peft backend, and the GPU
+#                                           test tier on it
+#
+# What travels (`carry` of the device tool): .whl (../shared/tools/device-wheels.sh .whl, then
+# `pip download --no-deps gguf==0.19.0 -d .whl`) and .bench/tokenizer (SmolLM2's tokenizer files). The
+# wheels are installed into .site and kept in /tmp/site, which stays on the machine while it is warm
+# (ignored paths inside the repository copy did not reliably survive the next call). SmolLM2's 94 MB GGUF is over one call's 64 MiB, so it travels in two parts
+# (`split -b 55M`, renamed .gguf-a and .gguf-b) carried by consecutive calls:
+#   call 1, carry .whl .bench:       bash benchmarks/run_device.sh install   (or bench)
+#   call 2, carry .gguf-a:           bash benchmarks/run_device.sh stash
+#   call 3, carry .gguf-b .bench:    bash benchmarks/run_device.sh smollm2
 set -uo pipefail
-what=${1:-all}
+what=${1:-bench}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  > "$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD/src:$PWD/tests PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VIGSM_TEST_TOKENIZER=$PWD/.bench/tokenizer
+# Only 8 files come back from a call: pack everything into one archive, keep the benchmark's JSON beside it.
+pack() { tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name h200.json -delete && mv /tmp/logs.tgz "$OUT/"; }
+trap pack EXIT
+trap 'exit 143' TERM
+# Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
+if [[ $what == stash ]]; then mkdir -p /tmp/gguf-parts && cp .gguf-a /tmp/gguf-parts/ && ls -la /tmp/gguf-parts; exit; fi
+[[ -f .site/.ok || ! -f /tmp/site/.ok ]] || cp -a /tmp/site .site
+if [[ ! -f .site/.ok ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl \
+    > "$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; exit 1; }
+  touch .site/.ok && rm -rf /tmp/site && cp -a .site /tmp/site
+fi
+[[ $what == install ]] && exit
+export PYTHONPATH=$PWD/.site:$PWD/src:$PWD/tests PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
+  VIGSM_TEST_TOKENIZER=$PWD/.bench/tokenizer VIGSM_CACHE=$PWD/.cache-vigsm
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 stages/prepare.py --sample-dir data/sample --out-dir data/prepared --params benchmarks/params-gpu-smoke.yaml
-if [[ $what == tests || $what == all ]]; then
-  python3 -m pytest -q -s -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -15
-fi
-if [[ $what == stages || $what == all ]]; then
-  python3 benchmarks/gpu_bench.py build --tokenizer .bench/tokenizer >/dev/null 2>&1 || true
-  for backend in unsloth peft; do
-    sed "s/backend: auto/backend: $backend/" benchmarks/params-gpu-smoke.yaml > /tmp/p-$backend.yaml
-    ( time python3 stages/train.py --data-dir data/prepared --adapter-dir /tmp/a-$backend --checkpoint-dir /tmp/c-$backend \
-        --metrics "$OUT/train-$backend.json" --params /tmp/p-$backend.yaml ) > "$OUT/stage-train-$backend.log" 2>&1
-    tail -3 "$OUT/stage-train-$backend.log"
-    ( time python3 stages/generate.py --test data/prepared/test.jsonl --adapter /tmp/a-$backend \
-        --out "$OUT/pred-$backend.jsonl" --metrics "$OUT/gen-$backend.json" --params /tmp/p-$backend.yaml ) \
-        > "$OUT/stage-gen-$backend.log" 2>&1
-    tail -3 "$OUT/stage-gen-$backend.log"
+python3 stages/prepare.py --sample-dir data/sample --out-dir data/prepared --params benchmarks/params-gpu-smoke.yaml \
+  > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
+
+gpu_tests() {  # one process per backend: importing unsloth patches transformers and TRL process-wide
+  for backend in peft unsloth; do
+    python3 -m pytest -q -s -m gpu tests/test_gpu.py -k "${2:-}$backend" -p no:cacheprovider 2>&1 \
+      | tee "$OUT/gpu-tests-$1-$backend.log" | grep -E "^\[gpu\]|passed|failed|Error" | tail -12
   done
-fi
-if [[ $what == bench || $what == all || $what == gen ]]; then
-  [[ $what == gen ]] && BENCH_ARGS="--skip-train"
-  python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" ${BENCH_ARGS:-} 2>&1 \
-    | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
-fi
+}
+
+case $what in
+  bench)
+    python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" 2>&1 \
+      | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
+    ;;
+  tests)
+    gpu_tests tiny
+    ;;
+  smollm2)
+    mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
+    sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+    VIGSM_GPU_GGUF_DIR=$PWD/.gguf gpu_tests smollm2 "smollm2 and "   # the GPU tier first: it matters most
+    sed -e "s#name: /tmp/qwen25-3b-random#name: $PWD/.gguf#" \
+        -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" benchmarks/params-gpu-smoke.yaml > /tmp/p.yaml
+    for backend in unsloth peft; do
+      sed "s/backend: auto/backend: $backend/" /tmp/p.yaml > "/tmp/p-$backend.yaml"
+      d=/tmp/s-$backend
+      ( time python3 stages/train.py --data-dir data/prepared --adapter-dir $d/adapter --checkpoint-dir $d/ckpt \
+          --metrics "$OUT/smollm2-train-$backend.json" --params "/tmp/p-$backend.yaml" ) > "$OUT/smollm2-$backend.log" 2>&1
+      for m in base finetuned; do
+        adapter=(); [[ $m == finetuned ]] && adapter=(--adapter $d/adapter)
+        python3 stages/generate.py --test data/prepared/test.jsonl "${adapter[@]}" --out $d/$m.jsonl \
+          --metrics "$d/gen-$m.json" --params "/tmp/p-$backend.yaml" >> "$OUT/smollm2-$backend.log" 2>&1
+      done
+      # score is a CPU stage and the device image lacks rouge_score: the predictions come back (in
+      # logs.tgz) and are scored on the calling machine with stages/score.py.
+      mkdir -p "$OUT/smollm2-$backend" && cp $d/*.jsonl $d/gen-*.json "$OUT/smollm2-$backend/" 2>/dev/null
+      python3 - "$backend" "$d" "$OUT" <<'EOF'
+import json, sys
+b, d, out = sys.argv[1:]
+t = json.load(open(f"{out}/smollm2-train-{b}.json"))
+keys = ("backend", "global_step", "train_loss", "eval_loss", "prompt_tokens_labelled", "completion_tokens_labelled")
+print(f"[smollm2] {b}: " + " ".join(f"{k}={t.get(k)}" for k in keys))
+for m in ("base", "finetuned"):
+    g = json.load(open(f"{d}/gen-{m}.json"))
+    print(f"[smollm2] {b}: generate {m}: {g['questions']} q in {g['generate_seconds']}s, "
+          f"{g.get('new_tokens_per_second')} new tokens/s")
+EOF
+      tail -n 3 "$OUT/smollm2-$backend.log"
+    done
+    ;;
+esac

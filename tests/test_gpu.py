@@ -1,9 +1,12 @@
-"""GPU tier: runs on the lent H200 (skipped without CUDA). 4-bit loading, the unsloth backend's loss
-mask on the real collated batch, and adapter save/reload with identical greedy output."""
+"""GPU tier: runs on the lent H200 (skipped without CUDA). 4-bit loading, each backend's loss mask on the
+real collated batch, padding-free batches giving the padded loss, and adapter save/reload with identical
+greedy output. It runs on the tiny random model, and on SmolLM2-135M-Instruct's real weights where
+``VIGSM_GPU_GGUF_DIR`` names a directory holding SmolLM2-135M-Instruct.Q4_1.gguf."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -12,15 +15,47 @@ from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 
 pytestmark = pytest.mark.gpu
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@pytest.fixture(scope="module")
-def setup(tiny_model_dir):
-    params = tiny_params(tiny_model_dir, model={"load_in_4bit": True, "dtype": "bfloat16"},
-                         train={"optim": "paged_adamw_8bit", "max_steps": 6})
+@pytest.fixture(scope="module", params=["tiny", "smollm2"])
+def setup(request, tiny_model_dir):
+    if request.param == "tiny":
+        params = tiny_params(tiny_model_dir, model={"load_in_4bit": True, "dtype": "bfloat16"},
+                             train={"optim": "paged_adamw_8bit", "max_steps": 6})
+    else:
+        gguf_dir = os.environ.get("VIGSM_GPU_GGUF_DIR")
+        if not gguf_dir:
+            pytest.skip("VIGSM_GPU_GGUF_DIR is not set (a directory holding SmolLM2's GGUF)")
+        params = tiny_params(tiny_model_dir, model={"name": gguf_dir, "gguf_file": SMOLLM2, "load_in_4bit": True,
+                                                    "dtype": "bfloat16"},
+                             lora={"r": 32, "alpha": 32}, train={"optim": "paged_adamw_8bit", "max_steps": 6,
+                                                                 "learning_rate": 1e-4})
     s = {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
     records, _ = prepare(s["data"], ROOT / "data" / "sample")
     return s, records
+
+
+@pytest.mark.parametrize("backend", ["peft", "unsloth"])
+def test_padding_free_gives_the_padded_loss(setup, tmp_path, backend):
+    import gc
+
+    import torch
+
+    from vigsm.training import build_trainer, collated_loss
+
+    s, records = setup
+    losses = {}
+    for padding_free in (False, True):
+        tp = dataclasses.replace(s["train"], backend=backend, padding_free=padding_free)
+        trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
+        losses[padding_free] = collated_loss(trainer, n=8)
+        assert not torch.backends.cuda.cudnn_sdp_enabled()  # cuDNN attention re-plans every new shape
+        del trainer
+        gc.collect()
+        torch.cuda.empty_cache()
+    print(f"[gpu] {backend}: loss padded {losses[False]:.5f} padding-free {losses[True]:.5f}")
+    assert losses[True] == pytest.approx(losses[False], rel=5e-3)  # bf16 kernels differ by rounding only
 
 
 # peft first: importing unsloth patches transformers and TRL process-wide
