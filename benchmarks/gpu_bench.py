@@ -89,9 +89,17 @@ def bench_train(args) -> dict:
         def on_step_end(self, a, state, control, **kw):
             torch.cuda.synchronize()
             marks[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
-            if state.global_step >= args.warmup + args.steps:
+            last = args.warmup + args.steps
+            if state.global_step == last and args.profile_steps:  # after the timed steps: no overhead in them
+                prof.start()
+            if state.global_step >= last + args.profile_steps:
+                if args.profile_steps:
+                    prof.stop()
                 control.should_training_stop = True
 
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
     trainer.add_callback(Clock())
     torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -103,7 +111,8 @@ def bench_train(args) -> dict:
     trainer.save_model(ADAPTER)
     tps = tokens / seconds
     n_params = base_params()
-    return {"path": args.label, "backend": backend, "padding_free": args.padding_free,
+    profile_summary = step_profile(prof, marks, args) if args.profile_steps else None
+    return {"profile": profile_summary, "path": args.label, "backend": backend, "padding_free": args.padding_free,
             "gradient_checkpointing": args.grad_ckpt, "batch": args.batch, "accum": args.accum,
             "steps_timed": args.steps, "seconds_per_step": seconds / args.steps, "tokens_timed": tokens,
             "tokens_counted_by": "trainer (non-padding)" if counted > 0 else "estimate (mean length)",
@@ -113,6 +122,19 @@ def bench_train(args) -> dict:
             "prompt_tokens_labelled": cov["prompt_tokens_labelled"],
             "completion_tokens_labelled": cov["completion_tokens_labelled"],
             "completion_tokens": cov["completion_tokens"], "base_params": n_params}
+
+
+def step_profile(prof, marks: dict, args) -> dict:
+    """Where the profiled steps' time went: GPU kernel time against wall time, and the top kernels."""
+    last = args.warmup + args.steps
+    wall = marks[last + args.profile_steps][0] - marks[last][0]
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    gpu_us = sum(e.self_device_time_total for e in events)
+    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:15]
+    return {"steps": args.profile_steps, "wall_ms_per_step": 1000 * wall / args.profile_steps,
+            "gpu_kernel_ms_per_step": gpu_us / 1000 / args.profile_steps,
+            "top_kernels_ms_per_step": {e.key[:90]: round(e.self_device_time_total / 1000 / args.profile_steps, 2)
+                                        for e in top}}
 
 
 def bench_generate(args) -> dict:
@@ -365,6 +387,9 @@ def print_table(r: dict) -> None:
             print(f"{x['path']:42} ERROR {x['error'][:60]}")
         else:
             print(f"{x['path']:42} {x['tokens_per_second']:8.0f} {x['peak_memory_gb']:8.1f} {100 * x['mfu_4N']:5.1f}%")
+            if x.get("profile"):  # profiled steps run under the profiler: compare the two figures, not the wall
+                print(f"{'':4}profiled step: GPU kernels {x['profile']['gpu_kernel_ms_per_step']:.0f} ms of "
+                      f"{x['profile']['wall_ms_per_step']:.0f} ms wall")
     print("\n== generation ==")
     print(f"{'path':42} {'new tok/s':>10} {'1319 q (s)':>11} {'peak GB':>8}")
     for x in r["generate"]:
@@ -403,6 +428,7 @@ def main() -> None:
     ap.add_argument("--sorted", action="store_true")
     ap.add_argument("--dump")
     ap.add_argument("--agree-sample", type=int, default=0)
+    ap.add_argument("--profile-steps", type=int, default=2, help="training steps profiled after the timed ones")
     args = ap.parse_args()
     if args.mode == "all":
         run_all(args)
