@@ -37,11 +37,10 @@ def main() -> None:
     info = run_generation(model, tok, rows, gen_p, args.out, fp)
     gen_s = time.time() - t1
     if args.metrics:
-        new_tokens = sum(len(tok(r["raw"], add_special_tokens=False)["input_ids"]) for r in read_jsonl(args.out))
         figures = {"questions": info["questions"], "resumed_questions": info["resumed"],
                    "batch_size_used": info["batch_size_used"], "load_seconds": round(load_s, 2),
-                   "generate_seconds": round(gen_s, 2), "new_tokens": new_tokens,
-                   "new_tokens_per_second": round(new_tokens / gen_s, 1) if not info["resumed"] else None}
+                   "generate_seconds": round(gen_s, 2), "new_tokens": info["new_tokens"],
+                   "new_tokens_per_second": round(info["new_tokens"] / gen_s, 1) if gen_s > 0 else None}
         import torch
 
         if torch.cuda.is_available():

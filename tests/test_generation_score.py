@@ -75,7 +75,7 @@ def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
     rows = records["test"][:10]
     model, tok = load_with_adapter(s["model"], None)
     fp = gen.fingerprint(s["model"], s["generate"], rows, None)
-    real, seen = gen.generate_texts, []
+    real, seen = gen.generate_batch, []
 
     def fits_three(model, tok, prompts, gp, seed):
         seen.append(len(prompts))
@@ -83,11 +83,11 @@ def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
             raise OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
         return real(model, tok, prompts, gp, seed)
 
-    monkeypatch.setattr(gen, "generate_texts", fits_three)
+    monkeypatch.setattr(gen, "generate_batch", fits_three)
     gp = s["generate"].__class__(**{**s["generate"].__dict__, "batch_size": 12})
     info = gen.run_generation(model, tok, rows, gp, tmp_path / "oom.jsonl", fp)
     assert seen[:3] == [10, 6, 3] and info["batch_size_used"] == 3
-    monkeypatch.setattr(gen, "generate_texts", real)
+    monkeypatch.setattr(gen, "generate_batch", real)
     ref = gen.run_generation(model, tok, rows, s["generate"].__class__(**{**gp.__dict__, "batch_size": 3}),
                              tmp_path / "ref.jsonl", fp)
     assert ref["batch_size_used"] == 3
@@ -96,7 +96,7 @@ def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
     def always(*a, **k):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(gen, "generate_texts", always)
+    monkeypatch.setattr(gen, "generate_batch", always)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         gen.run_generation(model, tok, rows, gp, tmp_path / "err.jsonl", fp)
 

@@ -61,7 +61,7 @@ def test_padding_free_gives_the_padded_loss(setup, tmp_path, backend):
 # peft first: importing unsloth patches transformers and TRL process-wide
 @pytest.mark.parametrize("backend", ["peft", "unsloth"])
 def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
-    from vigsm.generation import generate_texts
+    from vigsm.generation import generate_batch
     from vigsm.modeling import load_with_adapter
     from vigsm.training import build_trainer, label_coverage
 
@@ -87,7 +87,7 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(live)
-    before = generate_texts(live, tok, prompts, gp, seed=0)
+    before = generate_batch(live, tok, prompts, gp, seed=0)[0]
     del trainer, live
     import gc
 
@@ -96,7 +96,7 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
     gc.collect()
     torch.cuda.empty_cache()
     model, tok2 = load_with_adapter(s["model"], str(tmp_path / "adapter"), merged_16bit=False)
-    after = generate_texts(model, tok2, prompts, gp, seed=0)
+    after = generate_batch(model, tok2, prompts, gp, seed=0)[0]
     agree = sum(a == b for a, b in zip(before, after, strict=True)) / len(before)
     print(f"[gpu] {backend}: reloaded adapter greedy agreement {agree:.2f}")
     if backend == "peft":
@@ -104,6 +104,6 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
     else:
         assert agree >= 0.5  # unsloth's fused inference kernels round differently from plain PEFT
     merged, tok3 = load_with_adapter(s["model"], str(tmp_path / "adapter"), merged_16bit=True)
-    fast = generate_texts(merged, tok3, prompts, gp, seed=0)
+    fast = generate_batch(merged, tok3, prompts, gp, seed=0)[0]
     print(f"[gpu] {backend}: merged-16-bit vs 4-bit+adapter greedy agreement "
           f"{sum(a == b for a, b in zip(after, fast, strict=True)) / len(fast):.2f}")

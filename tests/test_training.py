@@ -67,7 +67,7 @@ def test_padding_free_batches_give_the_padded_loss(prepared, tmp_path):
     """Flattened rows with per-sequence position ids must not let one example attend to another."""
     import dataclasses
 
-    from vigsm.training import build_trainer, collated_loss
+    from vigsm.training import build_trainer, collated_loss, first_batch
 
     _, params, records = prepared
     s = sections(params)
@@ -75,7 +75,7 @@ def test_padding_free_batches_give_the_padded_loss(prepared, tmp_path):
     for padding_free in (False, True):
         tp = dataclasses.replace(s["train"], padding_free=padding_free)
         trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
-        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+        _, batch = first_batch(trainer, 3)
         assert (batch["input_ids"].shape[0] == 1) == padding_free
         losses[padding_free] = collated_loss(trainer, n=6)
     # exact in float32 here; letting the sequences see each other moves this loss by ~3e-5 (relative)

@@ -132,6 +132,13 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
     )
 
 
+def first_batch(trainer: Any, n: int) -> tuple[list[dict], dict[str, Any]]:
+    """The first ``n`` tokenized training examples and the batch the trainer's collator makes of them."""
+    ds = trainer.train_dataset
+    features = [ds[i] for i in range(min(n, len(ds)))]
+    return features, trainer.data_collator(features)
+
+
 def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]:
     """Collate the first ``n`` training examples as the trainer does and count which tokens carry loss.
 
@@ -141,9 +148,7 @@ def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]
     and the decoded labelled span of the first example.
     """
     tok = trainer.processing_class
-    ds = trainer.train_dataset
-    features = [ds[i] for i in range(min(n, len(ds)))]
-    batch = trainer.data_collator(features)
+    features, batch = first_batch(trainer, n)
     lengths = [len(f["input_ids"]) for f in features]
     labels = batch["labels"]
     if labels.shape[0] == 1 and len(features) > 1:  # padding-free: one flattened row
@@ -177,9 +182,7 @@ def collated_loss(trainer: Any, n: int = 8) -> float:
     """
     import torch
 
-    ds = trainer.train_dataset
-    batch = trainer.data_collator([ds[i] for i in range(min(n, len(ds)))])
-    batch = trainer._prepare_inputs(batch)
+    batch = trainer._prepare_inputs(first_batch(trainer, n)[1])
     model = trainer.model
     was_training = model.training
     model.eval()
