@@ -99,7 +99,7 @@ def bench_train(args) -> dict:
 
     from torch.profiler import ProfilerActivity, profile
 
-    prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=bool(args.trace))
     trainer.add_callback(Clock())
     torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -131,10 +131,48 @@ def step_profile(prof, marks: dict, args) -> dict:
     events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
     gpu_us = sum(e.self_device_time_total for e in events)
     top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:15]
-    return {"steps": args.profile_steps, "wall_ms_per_step": 1000 * wall / args.profile_steps,
-            "gpu_kernel_ms_per_step": gpu_us / 1000 / args.profile_steps,
-            "top_kernels_ms_per_step": {e.key[:90]: round(e.self_device_time_total / 1000 / args.profile_steps, 2)
-                                        for e in top}}
+    cpu = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
+    n = args.profile_steps
+    gaps = None
+    if args.trace:  # the whole timeline, to find where the GPU waits (gaps between kernels)
+        prof.export_chrome_trace(args.trace)
+        gaps = trace_gaps(args.trace, n)
+    return {"gpu_idle": gaps, "steps": n, "wall_ms_per_step": 1000 * wall / n,
+            "gpu_kernel_ms_per_step": gpu_us / 1000 / n,
+            "top_kernels_ms_per_step": {e.key[:90]: round(e.self_device_time_total / 1000 / n, 2) for e in top},
+            "top_cpu_ops_self_ms_per_step": {e.key[:90]: round(e.self_cpu_time_total / 1000 / n, 2) for e in cpu},
+            "kernel_launches_per_step": sum(e.count for e in events) // n}
+
+
+def trace_gaps(path: str, steps: int, top: int = 12) -> dict:
+    """GPU idle time in a Chrome trace: the union of kernel intervals against the span they cover, and
+    the longest gaps between kernels with the innermost CPU ops and Python frames running meanwhile."""
+    events = json.loads(Path(path).read_text())["traceEvents"]
+    kernels = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                     if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"))
+    host = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "python_function")]
+    if not kernels:
+        return {"error": "no kernels in the trace"}
+    busy, gaps, (start, end) = 0.0, [], kernels[0]
+    for a, b in kernels[1:]:
+        if a > end:
+            busy += end - start
+            gaps.append((a - end, end))
+            start, end = a, b
+        else:
+            end = max(end, b)
+    busy += end - start
+    span = kernels[-1][1] - kernels[0][0]
+
+    def running(t: float) -> list[str]:
+        live = sorted((e for e in host if e["ts"] <= t <= e["ts"] + e["dur"]), key=lambda e: e["dur"])
+        return [e["name"][:80] for e in live[:4]]
+
+    gaps.sort(reverse=True)
+    return {"span_ms_per_step": span / 1000 / steps, "kernel_busy_ms_per_step": busy / 1000 / steps,
+            "idle_ms_per_step": (span - busy) / 1000 / steps,
+            "idle_in_gaps_over_1ms_per_step": sum(g for g, _ in gaps if g > 1000) / 1000 / steps,
+            "longest_gaps": [{"ms": round(g / 1000, 2), "host": running(t + g / 2)} for g, t in gaps[:top]]}
 
 
 def bench_generate(args) -> dict:
@@ -301,10 +339,15 @@ def run_all(args) -> None:
         summarize(results)
         out.write_text(json.dumps(results, indent=2))
 
-    results["sdpa"] = sdpa_probe()
-    save()
     default_sdpa = {"VIGSM_SDPA_CUDNN": "1"}
     base = dict(model=m, steps=args.steps, warmup=3, timeout=200)
+    if args.plan == "train":
+        results["command"] = "bash benchmarks/run_device.sh train (see its header)"
+        run_plan(train_plan(m, base, default_sdpa), results, save)
+        print_table(results)
+        return
+    results["sdpa"] = sdpa_probe()
+    save()
     plan = [
         ("train", default_sdpa, dict(label=BASELINE, backend="peft", batch=6, accum=2, grad_ckpt=True, **base)),
         ("train", None, dict(label="project-unsloth-paddingfree-b12", backend="unsloth", batch=12, accum=1,
@@ -321,15 +364,40 @@ def run_all(args) -> None:
         ("train", None, dict(label="baseline-peft-bnb-notebook-cudnn-off", backend="peft", batch=6, accum=2,
                              grad_ckpt=True, **base)),
     ]
-    for mode, env, kw in plan:
-        res = sub(mode, env=env, **kw)
-        results["train" if mode == "train" else "generate"].append(res)
-        save()
+    run_plan(plan, results, save)
     fast, plain = Path("/tmp/fast.json"), Path("/tmp/plain.json")
     if fast.exists() and plain.exists():
         results["greedy_agreement"] = agreement(json.loads(plain.read_text()), json.loads(fast.read_text()))
     save()
     print_table(results)
+
+
+def run_plan(plan: list, results: dict, save) -> None:
+    for mode, env, kw in plan:
+        res = sub(mode, env=env, **kw)
+        res["env"] = env or {}
+        results["train" if mode == "train" else "generate"].append(res)
+        save()
+
+
+def train_plan(m: str, base: dict, default_sdpa: dict) -> list:
+    """Training paths only, each with its steps profiled: where a step's fixed cost goes.
+
+    The unsloth variants isolate its per-decoder-layer torch.compile regions (UNSLOTH_BLOCK_COMPILE=0),
+    padding-free against padded batches, and its gradient checkpointing."""
+    b12 = dict(backend="unsloth", batch=12, accum=1, **base)
+    return [
+        ("train", default_sdpa, dict(label=BASELINE, backend="peft", batch=6, accum=2, grad_ckpt=True, **base)),
+        ("train", None, dict(label="project-unsloth-paddingfree-b12", padding_free=True,
+                             trace="/tmp/trace-unsloth-pf-b12.json", profile_steps=1, **b12)),
+        ("train", {"UNSLOTH_BLOCK_COMPILE": "0"}, dict(label="project-unsloth-paddingfree-b12-nocompile",
+                                                       padding_free=True, **b12)),
+        ("train", None, dict(label="project-unsloth-padded-b12", **b12)),
+        ("train", None, dict(label="project-unsloth-paddingfree-b12-ckpt", padding_free=True, grad_ckpt=True,
+                             **b12)),
+        ("train", None, dict(label="baseline-peft-bnb-b12-cudnn-off", backend="peft", batch=12, accum=1,
+                             grad_ckpt=True, **base)),
+    ]
 
 
 def agreement(plain: dict, fast: dict) -> dict:
@@ -429,6 +497,9 @@ def main() -> None:
     ap.add_argument("--dump")
     ap.add_argument("--agree-sample", type=int, default=0)
     ap.add_argument("--profile-steps", type=int, default=2, help="training steps profiled after the timed ones")
+    ap.add_argument("--trace", help="write the profiled steps' Chrome trace here")
+    ap.add_argument("--plan", choices=("full", "train"), default="full",
+                    help="full: every measurement; train: the training paths only, each profiled")
     args = ap.parse_args()
     if args.mode == "all":
         run_all(args)

@@ -2,11 +2,15 @@
 # The device side of the GPU work: one H200, nothing downloadable there, logs under $OUT.
 #
 #   bash benchmarks/run_device.sh bench     the benchmark (benchmarks/gpu_bench.py all), in one call
+#   bash benchmarks/run_device.sh train     the training paths only, each with a profiled step (where the
+#                                           fixed per-step cost goes)
 #   bash benchmarks/run_device.sh tests     the GPU test tier on the tiny random model
 #   bash benchmarks/run_device.sh stash     keep the carried first part of SmolLM2's GGUF (see below)
-#   bash benchmarks/run_device.sh smollm2   SmolLM2-135M-Instruct (real weights): the real train, generate and
-#                                           score stages with the unsloth and the peft backend, and the GPU
-#                                           test tier on it
+#   bash benchmarks/run_device.sh smollm2   SmolLM2-135M-Instruct (real weights): the GPU test tier (tiny
+#                                           model and SmolLM2), then the real train and generate stages with
+#                                           each backend in $BACKENDS (default "unsloth peft"), generating
+#                                           with the merged 16-bit path and the plain 4-bit + adapter path
+#                                           (greedy agreement); the predictions come back for scoring
 #
 # What travels (`carry` of the device tool): .whl (../shared/tools/device-wheels.sh .whl, then
 # `pip download --no-deps gguf==0.19.0 -d .whl`) and .bench/tokenizer (SmolLM2's tokenizer files). The
@@ -50,24 +54,30 @@ case $what in
     python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" 2>&1 \
       | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
     ;;
+  train)
+    python3 benchmarks/gpu_bench.py all --plan train --steps 12 --tokenizer .bench/tokenizer --out "$OUT/h200.json" \
+      2>&1 | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
+    ;;
   tests)
     gpu_tests tiny
     ;;
   smollm2)
     mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
     sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
-    VIGSM_GPU_GGUF_DIR=$PWD/.gguf gpu_tests smollm2 "smollm2 and "   # the GPU tier first: it matters most
+    VIGSM_GPU_GGUF_DIR=$PWD/.gguf gpu_tests all   # the GPU tier first (tiny model and SmolLM2): it matters most
     sed -e "s#name: /tmp/qwen25-3b-random#name: $PWD/.gguf#" \
         -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" benchmarks/params-gpu-smoke.yaml > /tmp/p.yaml
-    for backend in unsloth peft; do
+    for backend in ${BACKENDS:-unsloth peft}; do
       sed "s/backend: auto/backend: $backend/" /tmp/p.yaml > "/tmp/p-$backend.yaml"
+      sed "s/merged_16bit: true/merged_16bit: false/" "/tmp/p-$backend.yaml" > "/tmp/p-$backend-plain.yaml"
       d=/tmp/s-$backend
       ( time python3 stages/train.py --data-dir data/prepared --adapter-dir $d/adapter --checkpoint-dir $d/ckpt \
           --metrics "$OUT/smollm2-train-$backend.json" --params "/tmp/p-$backend.yaml" ) > "$OUT/smollm2-$backend.log" 2>&1
-      for m in base finetuned; do
-        adapter=(); [[ $m == finetuned ]] && adapter=(--adapter $d/adapter)
+      for m in base finetuned finetuned-plain; do   # plain: the notebook's 4-bit base + separate adapter
+        adapter=(); [[ $m == finetuned* ]] && adapter=(--adapter $d/adapter)
+        p="/tmp/p-$backend.yaml"; [[ $m == *plain ]] && p="/tmp/p-$backend-plain.yaml"
         python3 stages/generate.py --test data/prepared/test.jsonl "${adapter[@]}" --out $d/$m.jsonl \
-          --metrics "$d/gen-$m.json" --params "/tmp/p-$backend.yaml" >> "$OUT/smollm2-$backend.log" 2>&1
+          --metrics "$d/gen-$m.json" --params "$p" >> "$OUT/smollm2-$backend.log" 2>&1
       done
       # score is a CPU stage and the device image lacks rouge_score: the predictions come back (in
       # logs.tgz) and are scored on the calling machine with stages/score.py.
@@ -78,10 +88,21 @@ b, d, out = sys.argv[1:]
 t = json.load(open(f"{out}/smollm2-train-{b}.json"))
 keys = ("backend", "global_step", "train_loss", "eval_loss", "prompt_tokens_labelled", "completion_tokens_labelled")
 print(f"[smollm2] {b}: " + " ".join(f"{k}={t.get(k)}" for k in keys))
-for m in ("base", "finetuned"):
-    g = json.load(open(f"{d}/gen-{m}.json"))
+for m in ("base", "finetuned", "finetuned-plain"):
+    try:
+        g = json.load(open(f"{d}/gen-{m}.json"))
+    except FileNotFoundError:
+        print(f"[smollm2] {b}: generate {m}: FAILED")
+        continue
     print(f"[smollm2] {b}: generate {m}: {g['questions']} q in {g['generate_seconds']}s, "
           f"{g.get('new_tokens_per_second')} new tokens/s")
+try:  # greedy agreement of the merged 16-bit path with the plain 4-bit + adapter path, on real weights
+    fast, plain = ({r["id"]: r["raw"] for r in map(json.loads, open(f"{d}/{m}.jsonl")) if "raw" in r}
+                   for m in ("finetuned", "finetuned-plain"))
+    same = sum(fast[q] == plain.get(q) for q in fast)
+    print(f"[smollm2] {b}: greedy agreement merged-16bit vs 4-bit+adapter: {same}/{len(fast)} identical texts")
+except FileNotFoundError:
+    pass
 EOF
       tail -n 3 "$OUT/smollm2-$backend.log"
     done
