@@ -54,7 +54,8 @@ def build_model(model_dir: Path, tokenizer_dir: Path) -> None:
     tok.save_pretrained(model_dir)
 
 
-def params_for(model_dir: Path, backend: str, padding_free: bool, grad_ckpt: bool, batch: int, accum: int):
+def params_for(model_dir: Path, backend: str, padding_free: bool, grad_ckpt: bool, batch: int, accum: int,
+               pad_multiple: int = 0):
     import yaml
 
     from vigsm.config import SECTIONS, parse_section
@@ -62,7 +63,8 @@ def params_for(model_dir: Path, backend: str, padding_free: bool, grad_ckpt: boo
     p = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     p["model"].update(name=str(model_dir), gguf_file="")
     p["lora"]["gradient_checkpointing"] = grad_ckpt
-    p["train"].update(backend=backend, padding_free=padding_free, per_device_train_batch_size=batch,
+    p["train"].update(backend=backend, padding_free=padding_free, pad_to_multiple_of=pad_multiple,
+                      per_device_train_batch_size=batch,
                       gradient_accumulation_steps=accum, max_steps=1000, eval_steps=100000, save_steps=100000,
                       logging_steps=1000, load_best_model_at_end=False, eval_limit=8)
     return {k: parse_section(k, p[k], SECTIONS[k]) for k in SECTIONS}
@@ -76,7 +78,8 @@ def bench_train(args) -> dict:
     from vigsm.io import read_jsonl
     from vigsm.training import build_trainer, label_coverage
 
-    s = params_for(Path(args.model), args.backend, args.padding_free, args.grad_ckpt, args.batch, args.accum)
+    s = params_for(Path(args.model), args.backend, args.padding_free, args.grad_ckpt, args.batch, args.accum,
+                   args.pad_multiple)
     rows = read_jsonl("data/prepared/train.jsonl")
     rows = (rows * (1 + (args.steps + args.warmup) * args.batch * args.accum // len(rows)))
     trainer, backend = build_trainer(s["model"], s["lora"], s["train"], rows, rows[:8], Path("/tmp/bench-ckpt"))
@@ -113,6 +116,7 @@ def bench_train(args) -> dict:
     n_params = base_params()
     profile_summary = step_profile(prof, marks, args) if args.profile_steps else None
     return {"profile": profile_summary, "path": args.label, "backend": backend, "padding_free": args.padding_free,
+            "pad_to_multiple_of": args.pad_multiple, "warmup_steps": args.warmup,
             "gradient_checkpointing": args.grad_ckpt, "batch": args.batch, "accum": args.accum,
             "steps_timed": args.steps, "seconds_per_step": seconds / args.steps, "tokens_timed": tokens,
             "tokens_counted_by": "trainer (non-padding)" if counted > 0 else "estimate (mean length)",
@@ -341,9 +345,10 @@ def run_all(args) -> None:
 
     default_sdpa = {"VIGSM_SDPA_CUDNN": "1"}
     base = dict(model=m, steps=args.steps, warmup=3, timeout=200)
-    if args.plan == "train":
-        results["command"] = "bash benchmarks/run_device.sh train (see its header)"
-        run_plan(train_plan(m, base, default_sdpa), results, save)
+    if args.plan in ("train", "padded"):
+        results["command"] = f"bash benchmarks/run_device.sh {args.plan} (see its header)"
+        plan = train_plan if args.plan == "train" else padded_plan
+        run_plan(plan(m, base, default_sdpa), results, save)
         print_table(results)
         return
     results["sdpa"] = sdpa_probe()
@@ -397,6 +402,21 @@ def train_plan(m: str, base: dict, default_sdpa: dict) -> list:
                              **b12)),
         ("train", None, dict(label="baseline-peft-bnb-b12-cudnn-off", backend="peft", batch=12, accum=1,
                              grad_ckpt=True, **base)),
+    ]
+
+
+def padded_plan(m: str, base: dict, default_sdpa: dict) -> list:
+    """unsloth compiles each decoder layer, but only for padded batches (varlen batches run eager and
+    launch ~30k kernels a step from Python, which bounds a step by the host, not the GPU). Rounding each
+    batch's length to a multiple of 64 bounds the lengths it compiles for. The timed window is long and
+    starts right after the first steps, so recompiles at new lengths are inside it."""
+    b12 = dict(backend="unsloth", batch=12, accum=1, pad_multiple=64, **{**base, "steps": 40, "timeout": 170})
+    return [
+        ("train", default_sdpa, dict(label=BASELINE, backend="peft", batch=6, accum=2, grad_ckpt=True,
+                                     **{**base, "steps": 12})),
+        ("train", None, dict(label="project-unsloth-padded64-b12", **b12)),
+        ("train", None, dict(label="project-unsloth-padded64-b12-ckpt", grad_ckpt=True, **b12)),
+        ("train", {"UNSLOTH_BLOCK_CUDAGRAPHS": "1"}, dict(label="project-unsloth-padded64-b12-cudagraphs", **b12)),
     ]
 
 
@@ -486,6 +506,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--padding-free", action="store_true")
+    ap.add_argument("--pad-multiple", type=int, default=0, help="train.pad_to_multiple_of")
     ap.add_argument("--grad-ckpt", action="store_true")
     ap.add_argument("--questions", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=768)
@@ -498,8 +519,9 @@ def main() -> None:
     ap.add_argument("--agree-sample", type=int, default=0)
     ap.add_argument("--profile-steps", type=int, default=2, help="training steps profiled after the timed ones")
     ap.add_argument("--trace", help="write the profiled steps' Chrome trace here")
-    ap.add_argument("--plan", choices=("full", "train"), default="full",
-                    help="full: every measurement; train: the training paths only, each profiled")
+    ap.add_argument("--plan", choices=("full", "train", "padded"), default="full",
+                    help="full: every measurement; train: the training paths only, each profiled; "
+                         "padded: unsloth's compiled layers on padded, length-rounded batches")
     args = ap.parse_args()
     if args.mode == "all":
         run_all(args)

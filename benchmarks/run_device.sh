@@ -4,6 +4,7 @@
 #   bash benchmarks/run_device.sh bench     the benchmark (benchmarks/gpu_bench.py all), in one call
 #   bash benchmarks/run_device.sh train     the training paths only, each with a profiled step (where the
 #                                           fixed per-step cost goes)
+#   bash benchmarks/run_device.sh padded    unsloth's compiled layers on padded batches rounded to 64 tokens
 #   bash benchmarks/run_device.sh tests     the GPU test tier on the tiny random model
 #   bash benchmarks/run_device.sh stash     keep the carried first part of SmolLM2's GGUF (see below)
 #   bash benchmarks/run_device.sh smollm2   SmolLM2-135M-Instruct (real weights): the GPU test tier (tiny
@@ -54,8 +55,8 @@ case $what in
     python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" 2>&1 \
       | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
     ;;
-  train)
-    python3 benchmarks/gpu_bench.py all --plan train --steps 12 --tokenizer .bench/tokenizer --out "$OUT/h200.json" \
+  train|padded)
+    python3 benchmarks/gpu_bench.py all --plan "$what" --steps 12 --tokenizer .bench/tokenizer --out "$OUT/h200.json" \
       2>&1 | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
     ;;
   tests)

@@ -63,23 +63,27 @@ def test_completion_only_labels_on_the_real_collated_batch(prepared, tmp_path):
     assert cov["completion_tokens_labelled"] == cov["completion_tokens"] > 0
 
 
-def test_padding_free_batches_give_the_padded_loss(prepared, tmp_path):
-    """Flattened rows with per-sequence position ids must not let one example attend to another."""
+def test_padding_free_and_rounded_batches_give_the_padded_loss(prepared, tmp_path):
+    """Flattened rows with per-sequence position ids must not let one example attend to another, and
+    rounding a padded batch's length up (train.pad_to_multiple_of) must only add unlabelled padding."""
     import dataclasses
 
     from vigsm.training import build_trainer, collated_loss, first_batch
 
     _, params, records = prepared
     s = sections(params)
-    losses = {}
-    for padding_free in (False, True):
-        tp = dataclasses.replace(s["train"], padding_free=padding_free)
+    losses, lengths = {}, {}
+    for name, padding_free, multiple in (("padded", False, 0), ("rounded", False, 64), ("padding-free", True, 0)):
+        tp = dataclasses.replace(s["train"], padding_free=padding_free, pad_to_multiple_of=multiple)
         trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
         _, batch = first_batch(trainer, 3)
         assert (batch["input_ids"].shape[0] == 1) == padding_free
-        losses[padding_free] = collated_loss(trainer, n=6)
+        lengths[name] = batch["input_ids"].shape[1]
+        losses[name] = collated_loss(trainer, n=6)
+    assert lengths["rounded"] % 64 == 0 and lengths["rounded"] > lengths["padded"]
     # exact in float32 here; letting the sequences see each other moves this loss by ~3e-5 (relative)
-    assert losses[True] == pytest.approx(losses[False], rel=1e-6)
+    assert losses["padding-free"] == pytest.approx(losses["padded"], rel=1e-6)
+    assert losses["rounded"] == pytest.approx(losses["padded"], rel=1e-6)
 
 
 def test_padding_free_refuses_examples_it_cannot_truncate(prepared, tmp_path):

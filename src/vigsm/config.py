@@ -102,6 +102,7 @@ class TrainParams:
     load_best_model_at_end: bool = knob()
     optim: str = knob(choices=OPTIMIZERS)
     padding_free: bool = knob()  # pack sequences without padding (needs a flash-attention kernel)
+    pad_to_multiple_of: int = knob(ge=0)  # padded batches: round each batch's length up; 0 = no rounding
     eval_limit: int = knob(ge=0)  # 0 evaluates on the whole test split
     seed: int = knob(ge=0)
 

@@ -99,6 +99,9 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
         max_length=None if tp.padding_free and backend != "unsloth" else mp.max_seq_length,
         completion_only_loss=True,
         padding_free=tp.padding_free,
+        # Compiled layers (unsloth) specialise on the sequence length: rounding bounds how many lengths
+        # a run compiles for. Pad tokens carry no label, so the loss is unchanged.
+        pad_to_multiple_of=tp.pad_to_multiple_of or None,
         per_device_train_batch_size=tp.per_device_train_batch_size,
         per_device_eval_batch_size=tp.per_device_eval_batch_size,
         gradient_accumulation_steps=tp.gradient_accumulation_steps,
