@@ -25,7 +25,9 @@ QWEN25_3B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, n
 PEAK_BF16_DENSE = 989e12  # H200 SXM datasheet, dense bf16
 NOTEBOOK_TRAIN_EXAMPLES, NOTEBOOK_EPOCHS, TEST_QUESTIONS = 7473, 2, 1319
 BASELINE = "baseline-peft-bnb-notebook"  # plain transformers + peft + bnb, the notebook's batch 6 x 2, torch defaults
-FAST_GEN, NOTEBOOK_GEN = "project-merged16-greedy-sorted", "notebook-4bit-adapter-b20-sample"
+# the generate stage's default (16-bit base, separate adapter), the adapter merged, and the notebook's way
+FAST_GEN, MERGED_GEN = "project-16bit-adapter-greedy-sorted", "project-merged16-greedy-sorted"
+NOTEBOOK_GEN = "notebook-4bit-adapter-b20-sample"
 ADAPTER = "/tmp/bench-adapter"  # saved by every training run; generation decodes with the last one
 
 
@@ -55,7 +57,7 @@ def build_model(model_dir: Path, tokenizer_dir: Path) -> None:
 
 
 def params_for(model_dir: Path, backend: str, padding_free: bool, grad_ckpt: bool, batch: int, accum: int,
-               pad_multiple: int = 0):
+               pad_multiple: int = 0, cuda_graphs: bool = False):
     import yaml
 
     from vigsm.config import SECTIONS, parse_section
@@ -64,7 +66,7 @@ def params_for(model_dir: Path, backend: str, padding_free: bool, grad_ckpt: boo
     p["model"].update(name=str(model_dir), gguf_file="")
     p["lora"]["gradient_checkpointing"] = grad_ckpt
     p["train"].update(backend=backend, padding_free=padding_free, pad_to_multiple_of=pad_multiple,
-                      per_device_train_batch_size=batch,
+                      cuda_graphs=cuda_graphs, per_device_train_batch_size=batch,
                       gradient_accumulation_steps=accum, max_steps=1000, eval_steps=100000, save_steps=100000,
                       logging_steps=1000, load_best_model_at_end=False, eval_limit=8)
     return {k: parse_section(k, p[k], SECTIONS[k]) for k in SECTIONS}
@@ -79,7 +81,7 @@ def bench_train(args) -> dict:
     from vigsm.training import build_trainer, label_coverage
 
     s = params_for(Path(args.model), args.backend, args.padding_free, args.grad_ckpt, args.batch, args.accum,
-                   args.pad_multiple)
+                   args.pad_multiple, args.cuda_graphs)
     rows = read_jsonl("data/prepared/train.jsonl")
     rows = (rows * (1 + (args.steps + args.warmup) * args.batch * args.accum // len(rows)))
     trainer, backend = build_trainer(s["model"], s["lora"], s["train"], rows, rows[:8], Path("/tmp/bench-ckpt"))
@@ -116,7 +118,7 @@ def bench_train(args) -> dict:
     n_params = base_params()
     profile_summary = step_profile(prof, marks, args) if args.profile_steps else None
     return {"profile": profile_summary, "path": args.label, "backend": backend, "padding_free": args.padding_free,
-            "pad_to_multiple_of": args.pad_multiple, "warmup_steps": args.warmup,
+            "pad_to_multiple_of": args.pad_multiple, "cuda_graphs": args.cuda_graphs, "warmup_steps": args.warmup,
             "gradient_checkpointing": args.grad_ckpt, "batch": args.batch, "accum": args.accum,
             "steps_timed": args.steps, "seconds_per_step": seconds / args.steps, "tokens_timed": tokens,
             "tokens_counted_by": "trainer (non-padding)" if counted > 0 else "estimate (mean length)",
@@ -198,7 +200,8 @@ def bench_generate(args) -> dict:
                              batch_size=args.batch)
     t0 = time.perf_counter()
     # the project's path is the generate stage's; the notebook's is plain transformers
-    model, tok = load_with_adapter(s["model"], args.adapter, merged_16bit=args.merged, decode_attention=args.merged)
+    model, tok = load_with_adapter(s["model"], args.adapter, base_16bit=args.base16, merge_adapter=args.merge,
+                                   decode_attention=args.base16)
     load_seconds = time.perf_counter() - t0
     test = read_jsonl("data/prepared/test.jsonl")
     repeated = (test * (1 + TEST_QUESTIONS // len(test)))[:TEST_QUESTIONS]  # the sample's 100, to 1319
@@ -217,7 +220,8 @@ def bench_generate(args) -> dict:
         new_tokens += n
     torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    res = {"path": args.label, "merged_16bit": args.merged, "do_sample": args.sample, "batch": args.batch,
+    res = {"path": args.label, "base_16bit": args.base16, "merge_adapter": args.merge, "do_sample": args.sample,
+           "batch": args.batch,
            "questions": len(rows), "max_new_tokens": args.max_new_tokens, "load_seconds": load_seconds,
            "seconds": seconds, "new_tokens": new_tokens, "new_tokens_per_second": new_tokens / seconds,
            "projected_seconds_1319": seconds * TEST_QUESTIONS / len(rows),
@@ -351,28 +355,28 @@ def run_all(args) -> None:
         run_plan(plan(m, base, default_sdpa), results, save)
         print_table(results)
         return
-    results["sdpa"] = sdpa_probe()
-    save()
-    plan = [
-        ("train", default_sdpa, dict(label=BASELINE, backend="peft", batch=6, accum=2, grad_ckpt=True, **base)),
-        ("train", None, dict(label="project-unsloth-paddingfree-b12", backend="unsloth", batch=12, accum=1,
-                             padding_free=True, **base)),
-        ("train", None, dict(label="project-unsloth-paddingfree-b12-ckpt", backend="unsloth", batch=12, accum=1,
-                             padding_free=True, grad_ckpt=True, **base)),
-        ("generate", {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}, dict(  # as the generate stage
-            label=FAST_GEN, model=m, adapter=ADAPTER, batch=args.gen_batch,
-                                questions=TEST_QUESTIONS, max_new_tokens=768, merged=True, sorted=True,
-                                dump="/tmp/fast.json", timeout=240)),
+    if args.plan == "full":
+        results["sdpa"] = sdpa_probe()
+        save()
+    gen_env = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}  # as the generate stage sets it
+    gen = dict(model=m, adapter=ADAPTER, batch=args.gen_batch, questions=TEST_QUESTIONS, max_new_tokens=768,
+               base16=True, sorted=True, timeout=240)
+    plan = padded_plan(m, base, default_sdpa) if args.plan == "full" else [
+        ("train", None, dict(label="adapter-for-generation", backend="unsloth", batch=12, accum=1, pad_multiple=64,
+                             profile_steps=0, **{**base, "steps": 5}))]
+    plan += [
+        ("generate", gen_env, dict(label=FAST_GEN, dump="/tmp/fast.json", **gen)),
+        ("generate", gen_env, dict(label=MERGED_GEN, merge=True, dump="/tmp/merged.json", **gen)),
         ("generate", default_sdpa, dict(label=NOTEBOOK_GEN, model=m, adapter=ADAPTER, batch=20, questions=20,
                                         max_new_tokens=args.nb_tokens, sample=True, agree_sample=40,
                                         dump="/tmp/plain.json", timeout=200)),
-        ("train", None, dict(label="baseline-peft-bnb-notebook-cudnn-off", backend="peft", batch=6, accum=2,
-                             grad_ckpt=True, **base)),
     ]
     run_plan(plan, results, save)
-    fast, plain = Path("/tmp/fast.json"), Path("/tmp/plain.json")
-    if fast.exists() and plain.exists():
-        results["greedy_agreement"] = agreement(json.loads(plain.read_text()), json.loads(fast.read_text()))
+    plain = Path("/tmp/plain.json")
+    for label, dump in ((FAST_GEN, "/tmp/fast.json"), (MERGED_GEN, "/tmp/merged.json")):
+        if plain.exists() and Path(dump).exists():
+            results.setdefault("greedy_agreement", {})[label] = agreement(json.loads(plain.read_text()),
+                                                                          json.loads(Path(dump).read_text()))
     save()
     print_table(results)
 
@@ -416,7 +420,8 @@ def padded_plan(m: str, base: dict, default_sdpa: dict) -> list:
                                      **{**base, "steps": 12})),
         ("train", None, dict(label="project-unsloth-padded64-b12", **b12)),
         ("train", None, dict(label="project-unsloth-padded64-b12-ckpt", grad_ckpt=True, **b12)),
-        ("train", {"UNSLOTH_BLOCK_CUDAGRAPHS": "1"}, dict(label="project-unsloth-padded64-b12-cudagraphs", **b12)),
+        # measured on 2026-11-29 with UNSLOTH_BLOCK_CUDAGRAPHS=1 set directly, which train.cuda_graphs now sets
+        ("train", None, dict(label="project-unsloth-padded64-b12-cudagraphs", cuda_graphs=True, **b12)),
     ]
 
 
@@ -425,7 +430,7 @@ def agreement(plain: dict, fast: dict) -> dict:
     same = [q for q, text in plain.items() if fast.get(q, "").startswith(text)]
     return {"sample": len(plain), "agree": len(same), "rate": len(same) / max(len(plain), 1),
             "how": "greedy, first 64 new tokens of the plain path (4-bit base + separate adapter, batch 20) "
-                   "compared with the project's path (merged 16-bit, batch 1319, 768 tokens)"}
+                   "compared with the project's path (16-bit base, batch 1319, 768 tokens)"}
 
 
 def summarize(r: dict) -> None:
@@ -456,6 +461,8 @@ def summarize(r: dict) -> None:
         s["generate_speedup"] = fast["new_tokens_per_second"] / nb["new_tokens_per_second"]
         s["generate_1319_seconds_project"] = fast["projected_seconds_1319"]
         s["generate_1319_seconds_notebook_projected"] = TEST_QUESTIONS * 768 / nb["new_tokens_per_second"]
+    if nb and gen.get(MERGED_GEN):
+        s["generate_speedup_merged_adapter"] = gen[MERGED_GEN]["new_tokens_per_second"] / nb["new_tokens_per_second"]
     r["summary"] = s
     r["targets"] = {"train_speedup>=2.5": s.get("train_speedup", 0) >= 2.5,
                     "train_memory_ratio<=0.5": s.get("train_memory_ratio", 9) <= 0.5,
@@ -507,21 +514,24 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--padding-free", action="store_true")
     ap.add_argument("--pad-multiple", type=int, default=0, help="train.pad_to_multiple_of")
+    ap.add_argument("--cuda-graphs", action="store_true", help="train.cuda_graphs")
     ap.add_argument("--grad-ckpt", action="store_true")
     ap.add_argument("--questions", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=768)
     ap.add_argument("--nb-tokens", type=int, default=128)
     ap.add_argument("--gen-batch", type=int, default=1319)
     ap.add_argument("--sample", action="store_true")
-    ap.add_argument("--merged", action="store_true")
+    ap.add_argument("--base16", action="store_true", help="generate.base_16bit (the project's path)")
+    ap.add_argument("--merge", action="store_true", help="generate.merge_adapter")
     ap.add_argument("--sorted", action="store_true")
     ap.add_argument("--dump")
     ap.add_argument("--agree-sample", type=int, default=0)
     ap.add_argument("--profile-steps", type=int, default=2, help="training steps profiled after the timed ones")
     ap.add_argument("--trace", help="write the profiled steps' Chrome trace here")
-    ap.add_argument("--plan", choices=("full", "train", "padded"), default="full",
+    ap.add_argument("--plan", choices=("full", "train", "padded", "generate"), default="full",
                     help="full: every measurement; train: the training paths only, each profiled; "
-                         "padded: unsloth's compiled layers on padded, length-rounded batches")
+                         "padded: unsloth's compiled layers on padded, length-rounded batches; "
+                         "generate: the generation paths only (after a short training run for the adapter)")
     args = ap.parse_args()
     if args.mode == "all":
         run_all(args)

@@ -5,6 +5,8 @@
 #   bash benchmarks/run_device.sh train     the training paths only, each with a profiled step (where the
 #                                           fixed per-step cost goes)
 #   bash benchmarks/run_device.sh padded    unsloth's compiled layers on padded batches rounded to 64 tokens
+#   bash benchmarks/run_device.sh generate  the generation paths only (16-bit base with the adapter separate
+#                                           or merged, and the notebook's), after a 5-step training run
 #   bash benchmarks/run_device.sh tests     the GPU test tier on the tiny random model
 #   bash benchmarks/run_device.sh stash     keep the carried first part of SmolLM2's GGUF (see below)
 #   bash benchmarks/run_device.sh smollm2   SmolLM2-135M-Instruct (real weights): the GPU test tier (tiny
@@ -55,7 +57,7 @@ case $what in
     python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" 2>&1 \
       | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
     ;;
-  train|padded)
+  train|padded|generate)
     python3 benchmarks/gpu_bench.py all --plan "$what" --steps 12 --tokenizer .bench/tokenizer --out "$OUT/h200.json" \
       2>&1 | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
     ;;
@@ -70,13 +72,14 @@ case $what in
         -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" benchmarks/params-gpu-smoke.yaml > /tmp/p.yaml
     for backend in ${BACKENDS:-unsloth peft}; do
       sed "s/backend: auto/backend: $backend/" /tmp/p.yaml > "/tmp/p-$backend.yaml"
-      sed "s/merged_16bit: true/merged_16bit: false/" "/tmp/p-$backend.yaml" > "/tmp/p-$backend-plain.yaml"
+      sed "s/base_16bit: true/base_16bit: false/" "/tmp/p-$backend.yaml" > "/tmp/p-$backend-plain.yaml"
+      sed "s/merge_adapter: false/merge_adapter: true/" "/tmp/p-$backend.yaml" > "/tmp/p-$backend-merged.yaml"
       d=/tmp/s-$backend
       ( time python3 stages/train.py --data-dir data/prepared --adapter-dir $d/adapter --checkpoint-dir $d/ckpt \
           --metrics "$OUT/smollm2-train-$backend.json" --params "/tmp/p-$backend.yaml" ) > "$OUT/smollm2-$backend.log" 2>&1
-      for m in base finetuned finetuned-plain; do   # plain: the notebook's 4-bit base + separate adapter
+      for m in base finetuned finetuned-plain finetuned-merged; do   # plain: the notebook's 4-bit base + adapter
         adapter=(); [[ $m == finetuned* ]] && adapter=(--adapter $d/adapter)
-        p="/tmp/p-$backend.yaml"; [[ $m == *plain ]] && p="/tmp/p-$backend-plain.yaml"
+        p="/tmp/p-$backend.yaml"; [[ $m == finetuned-* ]] && p="/tmp/p-$backend-${m#finetuned-}.yaml"
         python3 stages/generate.py --test data/prepared/test.jsonl "${adapter[@]}" --out $d/$m.jsonl \
           --metrics "$d/gen-$m.json" --params "$p" >> "$OUT/smollm2-$backend.log" 2>&1
       done
@@ -89,7 +92,7 @@ b, d, out = sys.argv[1:]
 t = json.load(open(f"{out}/smollm2-train-{b}.json"))
 keys = ("backend", "global_step", "train_loss", "eval_loss", "prompt_tokens_labelled", "completion_tokens_labelled")
 print(f"[smollm2] {b}: " + " ".join(f"{k}={t.get(k)}" for k in keys))
-for m in ("base", "finetuned", "finetuned-plain"):
+for m in ("base", "finetuned", "finetuned-plain", "finetuned-merged"):
     try:
         g = json.load(open(f"{d}/gen-{m}.json"))
     except FileNotFoundError:
@@ -97,13 +100,15 @@ for m in ("base", "finetuned", "finetuned-plain"):
         continue
     print(f"[smollm2] {b}: generate {m}: {g['questions']} q in {g['generate_seconds']}s, "
           f"{g.get('new_tokens_per_second')} new tokens/s")
-try:  # greedy agreement of the merged 16-bit path with the plain 4-bit + adapter path, on real weights
-    fast, plain = ({r["id"]: r["raw"] for r in map(json.loads, open(f"{d}/{m}.jsonl")) if "raw" in r}
-                   for m in ("finetuned", "finetuned-plain"))
+def texts(m):
+    return {r["id"]: r["raw"] for r in map(json.loads, open(f"{d}/{m}.jsonl")) if "raw" in r}
+for m in ("finetuned", "finetuned-merged"):  # greedy agreement with the plain 4-bit + adapter path, real weights
+    try:
+        fast, plain = texts(m), texts("finetuned-plain")
+    except FileNotFoundError:
+        continue
     same = sum(fast[q] == plain.get(q) for q in fast)
-    print(f"[smollm2] {b}: greedy agreement merged-16bit vs 4-bit+adapter: {same}/{len(fast)} identical texts")
-except FileNotFoundError:
-    pass
+    print(f"[smollm2] {b}: greedy agreement {m} vs 4-bit+adapter: {same}/{len(fast)} identical texts")
 EOF
       tail -n 3 "$OUT/smollm2-$backend.log"
     done

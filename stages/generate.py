@@ -30,7 +30,8 @@ def main() -> None:
 
     check_device(model_p)
     t0 = time.time()
-    model, tok = load_with_adapter(model_p, str(args.adapter) if args.adapter else None, gen_p.merged_16bit)
+    model, tok = load_with_adapter(model_p, str(args.adapter) if args.adapter else None,
+                                   base_16bit=gen_p.base_16bit, merge_adapter=gen_p.merge_adapter)
     load_s = time.time() - t0
     fp = fingerprint(model_p, gen_p, rows, args.adapter)
     t1 = time.time()

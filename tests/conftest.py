@@ -73,7 +73,7 @@ def tiny_params(model_dir: Path, **overrides: dict) -> dict:
     params["train"].update(optim="adamw_torch", max_steps=4, per_device_train_batch_size=4,
                            per_device_eval_batch_size=4, gradient_accumulation_steps=1, eval_steps=2,
                            save_steps=2, logging_steps=1, warmup_steps=0, learning_rate=3e-2, eval_limit=8)
-    params["generate"].update(batch_size=4, max_new_tokens=12, limit=0, merged_16bit=True)
+    params["generate"].update(batch_size=4, max_new_tokens=12, limit=0, base_16bit=True, merge_adapter=False)
     params["score"].update(bootstrap_samples=200)
     for section, values in overrides.items():
         params[section].update(values)

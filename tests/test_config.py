@@ -142,3 +142,19 @@ def test_yaml11_exponent_floats_are_numbers():
     raw["learning_rate"] = "fast"
     with pytest.raises(VigsmError, match=r"train\.learning_rate: expected a number"):
         parse_section("train", raw, SECTIONS["train"])
+
+
+def test_cuda_graphs_reaches_unsloth_through_the_environment(monkeypatch):
+    """unsloth reads its CUDA-graph switch from the environment at import: params.yaml decides it."""
+    import dataclasses
+    import os
+
+    from vigsm.training import apply_unsloth_environment
+
+    train = load_section("train", path=ROOT / "params.yaml")
+    monkeypatch.setenv("UNSLOTH_BLOCK_CUDAGRAPHS", "1")  # a shell setting must not win over the params
+    monkeypatch.delitem(sys.modules, "unsloth", raising=False)
+    apply_unsloth_environment(dataclasses.replace(train, cuda_graphs=False))
+    assert os.environ["UNSLOTH_BLOCK_CUDAGRAPHS"] == "0"
+    apply_unsloth_environment(dataclasses.replace(train, cuda_graphs=True))
+    assert os.environ["UNSLOTH_BLOCK_CUDAGRAPHS"] == "1"

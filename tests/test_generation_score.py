@@ -242,3 +242,44 @@ def test_decode_attention_matches_transformers_sdpa(tiny_model_dir, heads, kv_he
     assert torch.equal(ref.sequences, new.sequences)
     for a, b in zip(ref.scores, new.scores, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_separate_adapter_keeps_updates_a_bfloat16_merge_rounds_away(tiny, tmp_path):
+    """generate.merge_adapter: folding a small LoRA update into bfloat16 weights loses part of it for good
+    (updates under half a unit in the last place vanish from the weight); kept separate, the adapter's
+    effect on the logits is the float32 one on average (bfloat16 rounds each activation, without bias)."""
+    import dataclasses
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from vigsm.modeling import load_with_adapter
+
+    s, records = tiny
+    mp = s["model"]
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(mp.name, dtype=torch.float32),
+                                LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj", "up_proj"]))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:  # an update ~1e-3 of the weights, like a short fine-tune's
+            p.data.normal_(0, 2e-3)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    _, tok = load_with_adapter(mp, None)
+    enc = tok([r["prompt"][-1]["content"] for r in records["test"][:4]], return_tensors="pt", padding=True)
+
+    def logits(dtype: str, adapter: bool, merge: bool) -> torch.Tensor:
+        model, _ = load_with_adapter(dataclasses.replace(mp, dtype=dtype), str(tmp_path / "adapter") if adapter
+                                     else None, merge_adapter=merge)
+        assert any("lora_" in n for n, _ in model.named_parameters()) == (adapter and not merge)
+        with torch.no_grad():
+            return model(**enc).logits.float()
+
+    ref = logits("float32", True, False) - logits("float32", False, False)
+    base = logits("bfloat16", False, False)
+    eff = {merge: logits("bfloat16", True, merge) - base for merge in (False, True)}
+    kept = {m: float((e * ref).sum() / (ref * ref).sum()) for m, e in eff.items()}
+    err = {m: float((e - ref).norm() / ref.norm()) for m, e in eff.items()}
+    print(f"share of the adapter's effect kept: separate {kept[False]:.3f}, merged {kept[True]:.3f}; "
+          f"error {err[False]:.3f} / {err[True]:.3f}")
+    assert abs(kept[False] - 1) < abs(kept[True] - 1)

@@ -58,6 +58,11 @@ def test_padding_free_gives_the_padded_loss(setup, tmp_path, backend):
     assert losses[True] == pytest.approx(losses[False], rel=5e-3)  # bf16 kernels differ by rounding only
 
 
+def lora_weights(model) -> dict:
+    """The adapter's trainable tensors by name, copied to the CPU."""
+    return {n.replace(".default", ""): p.detach().cpu().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
 # peft first: importing unsloth patches transformers and TRL process-wide
 @pytest.mark.parametrize("backend", ["peft", "unsloth"])
 def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
@@ -88,6 +93,7 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
 
         FastLanguageModel.for_inference(live)
     before = generate_batch(live, tok, prompts, gp, seed=0)[0]
+    trained = lora_weights(live)
     del trainer, live
     import gc
 
@@ -95,15 +101,29 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
 
     gc.collect()
     torch.cuda.empty_cache()
-    model, tok2 = load_with_adapter(s["model"], str(tmp_path / "adapter"), merged_16bit=False)
+    model, tok2 = load_with_adapter(s["model"], str(tmp_path / "adapter"), base_16bit=False)
+    # The reload is lossless: every trained LoRA tensor comes back, equal up to the dtype it is loaded in.
+    loaded = lora_weights(model)
+    assert trained and loaded.keys() == trained.keys()
+    for name, w in trained.items():
+        assert torch.equal(w.to(loaded[name].dtype), loaded[name]), name
     after = generate_batch(model, tok2, prompts, gp, seed=0)[0]
     agree = sum(a == b for a, b in zip(before, after, strict=True)) / len(before)
     print(f"[gpu] {backend}: reloaded adapter greedy agreement {agree:.2f}")
-    if backend == "peft":
-        assert after == before  # the same kernels: identical
-    else:
-        assert agree >= 0.5  # unsloth's fused inference kernels round differently from plain PEFT
-    merged, tok3 = load_with_adapter(s["model"], str(tmp_path / "adapter"), merged_16bit=True)
-    fast = generate_batch(merged, tok3, prompts, gp, seed=0)[0]
-    print(f"[gpu] {backend}: merged-16-bit vs 4-bit+adapter greedy agreement "
-          f"{sum(a == b for a, b in zip(after, fast, strict=True)) / len(fast):.2f}")
+    # Not 1.0 on real weights: the trained PEFT model keeps norms and embeddings in float32
+    # (prepare_model_for_kbit_training upcasts them) and unsloth decodes with its own fused kernels, while
+    # the reloaded model runs them in bfloat16. Near-tied logits then flip; SmolLM2 gave 4/6 (PEFT) and
+    # 5/6 (unsloth) identical 16-token texts on the H200, the tiny model 6/6.
+    assert agree >= 0.5
+    del model
+    # The generate stage's default: the same dequantised weights in 16 bits, the adapter kept separate.
+    model16, tok3 = load_with_adapter(s["model"], str(tmp_path / "adapter"))
+    assert lora_weights(model16).keys() == trained.keys()
+    fast = generate_batch(model16, tok3, prompts, gp, seed=0)[0]
+    same16 = sum(a == b for a, b in zip(after, fast, strict=True)) / len(fast)
+    del model16
+    merged, tok4 = load_with_adapter(s["model"], str(tmp_path / "adapter"), merge_adapter=True)
+    folded = generate_batch(merged, tok4, prompts, gp, seed=0)[0]
+    print(f"[gpu] {backend}: greedy agreement with 4-bit+adapter: 16-bit base + adapter {same16:.2f}, "
+          f"adapter merged into 16 bits {sum(a == b for a, b in zip(after, folded, strict=True)) / len(fast):.2f}")
+    assert same16 >= 0.8  # same weights, same adapter arithmetic: at most a near-tie flips

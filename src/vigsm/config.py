@@ -103,6 +103,7 @@ class TrainParams:
     optim: str = knob(choices=OPTIMIZERS)
     padding_free: bool = knob()  # pack sequences without padding (needs a flash-attention kernel)
     pad_to_multiple_of: int = knob(ge=0)  # padded batches: round each batch's length up; 0 = no rounding
+    cuda_graphs: bool = knob()  # unsloth backend: replay its compiled layers as CUDA graphs
     eval_limit: int = knob(ge=0)  # 0 evaluates on the whole test split
     seed: int = knob(ge=0)
 
@@ -112,7 +113,8 @@ class GenerateParams:
     """Decoding the test split."""
 
     batch_size: int = knob(ge=1)
-    merged_16bit: bool = knob()  # decode with the adapter merged into a 16-bit (dequantised) base
+    base_16bit: bool = knob()  # decode from a 16-bit copy of the dequantised base (false: the 4-bit base)
+    merge_adapter: bool = knob()  # fold the adapter into the 16-bit weights (rounds small updates away)
     max_new_tokens: int = knob(ge=1)
     do_sample: bool = knob()  # false: greedy, deterministic and comparable across experiments
     temperature: float = knob(gt=0)

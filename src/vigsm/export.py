@@ -22,7 +22,7 @@ def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) 
     from vigsm.modeling import load_with_adapter
 
     model_p = load_section("model", path=params)
-    model, tok = load_with_adapter(model_p, str(adapter), merged_16bit=True)
+    model, tok = load_with_adapter(model_p, str(adapter), base_16bit=True, merge_adapter=True)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

@@ -300,8 +300,8 @@ def load_unsloth(p: ModelParams, source: str) -> tuple[Any, Any]:
 def dequantize_to_16bit(model: Any, dtype: Any) -> Any:
     """Replace every bitsandbytes 4-bit linear layer by a plain 16-bit one holding its dequantised weights.
 
-    The weights are exactly the ones the adapter was trained against (the NF4 base, dequantised), so
-    merging the adapter afterwards gives the trained function without the per-step dequantisation cost.
+    The weights are exactly the ones the adapter was trained against (the NF4 base, dequantised), so the
+    adapter on top gives the trained function without the per-step dequantisation cost.
     """
     import bitsandbytes as bnb
     import torch
@@ -325,12 +325,15 @@ def dequantize_to_16bit(model: Any, dtype: Any) -> Any:
     return model
 
 
-def load_with_adapter(p: ModelParams, adapter_dir: str | None, merged_16bit: bool = True, *,
-                      decode_attention: bool = True) -> tuple[Any, Any]:
+def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bool = True,
+                      merge_adapter: bool = False, decode_attention: bool = True) -> tuple[Any, Any]:
     """Base model (and adapter, if given) for inference, with a left-padding tokenizer.
 
-    ``merged_16bit`` (the default) decodes with the adapter folded into a 16-bit copy of the base; a
-    4-bit base is dequantised first. ``False`` keeps the notebook's way: 4-bit base + separate adapter.
+    ``base_16bit`` (the default) decodes from a 16-bit copy of a 4-bit base, dequantised once: the same
+    weights the adapter was trained against, without dequantising them at every step. ``False`` keeps the
+    notebook's 4-bit base. ``merge_adapter`` folds the adapter into 16-bit weights; in bfloat16 that
+    rounds away updates smaller than half a unit in the last place, so by default the adapter stays
+    separate and is computed as in training. A base that is not 4-bit has no dequantisation to do.
     ``decode_attention`` switches decoding steps to :func:`gqa_decode_attention` (same function, no
     repeated K/V heads); the benchmark turns it off to time the notebook's plain path.
     """
@@ -339,11 +342,11 @@ def load_with_adapter(p: ModelParams, adapter_dir: str | None, merged_16bit: boo
     model = load_model(p, source)
     if decode_attention:
         use_decode_attention(model)
-    if p.load_in_4bit and merged_16bit:
+    if p.load_in_4bit and base_16bit:
         model = dequantize_to_16bit(model, torch_dtype(p.dtype))
     if adapter_dir:
         model = attach_adapter(model, adapter_dir, p)
-        if merged_16bit or not p.load_in_4bit:
+        if merge_adapter and (base_16bit or not p.load_in_4bit):  # a 4-bit base cannot take a merge
             model = model.merge_and_unload()
     model.eval()
     return model, tok

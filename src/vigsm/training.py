@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,21 @@ def collated_loss(trainer: Any, n: int = 8) -> float:
     return float(loss)
 
 
+def unsloth_environment(tp: TrainParams) -> dict[str, str]:
+    """The environment unsloth reads at import time for the train params (it has no other switch)."""
+    return {"UNSLOTH_BLOCK_CUDAGRAPHS": "1" if tp.cuda_graphs else "0"}
+
+
+def apply_unsloth_environment(tp: TrainParams) -> None:
+    """Set :func:`unsloth_environment` before unsloth is first imported; params.yaml, not the shell,
+    decides, so that DVC tracks it. Too late once unsloth is loaded in this process: then it says so."""
+    for key, value in unsloth_environment(tp).items():
+        if "unsloth" in sys.modules and os.environ.get(key, "0") != value:
+            print(f"[vigsm] unsloth is already imported in this process: {key}={value} (train.cuda_graphs) "
+                  f"takes effect in a new process", flush=True)
+        os.environ[key] = value
+
+
 def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
                   eval_rows: list[dict], ckpt_dir: Path, *, callbacks: list[Any] | None = None) -> tuple[Any, str]:
     """Load the base model for the chosen backend and return (SFTTrainer, backend)."""
@@ -205,6 +222,7 @@ def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: 
 
     set_seed(tp.seed)  # LoRA weights are initialised before the Trainer seeds anything
     if backend == "unsloth":
+        apply_unsloth_environment(tp)
         from unsloth import FastLanguageModel
 
         model, tokenizer = load_unsloth(mp, source)
