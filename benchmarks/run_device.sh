@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device side of the GPU work: one H200, nothing downloadable there, logs under $OUT.
 #
-#   bash benchmarks/run_device.sh bench     the benchmark (benchmarks/gpu_bench.py all), in one call
+#   bash benchmarks/run_device.sh bench     the whole benchmark (benchmarks/gpu_bench.py all); it needs about
+#                                           650 s, over one call's 600 s: run `padded` and `generate` instead
 #   bash benchmarks/run_device.sh train     the training paths only, each with a profiled step (where the
 #                                           fixed per-step cost goes)
 #   bash benchmarks/run_device.sh padded    unsloth's compiled layers on padded batches rounded to 64 tokens
