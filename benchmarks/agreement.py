@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from vigsm.answers import extract_answer
-from vigsm.io import read_jsonl
+from vigsm.io import read_jsonl, write_json
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -57,10 +56,9 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     fast, plain = ({r["id"]: r["raw"] for r in read_jsonl(f) if "raw" in r} for f in (args.fast, args.plain))
     res = compare(fast, plain, lambda t: tok(t, add_special_tokens=False)["input_ids"], args.prefix)
-    text = json.dumps(res, indent=1)
-    print(text)
+    print(json.dumps(res, indent=1))
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_json(args.out, res)
 
 
 if __name__ == "__main__":

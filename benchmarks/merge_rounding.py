@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from vigsm.io import write_json
 
 
 def merge_rounding(base: str, adapter: str, dtype: str = "bfloat16") -> dict:
@@ -49,10 +50,9 @@ def main() -> None:
     ap.add_argument("--out")
     args = ap.parse_args()
     res = merge_rounding(args.base, args.adapter, args.dtype)
-    text = json.dumps(res, indent=1)
-    print(text)
+    print(json.dumps(res, indent=1))
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_json(args.out, res)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@
 #   bash benchmarks/run_device.sh smollm2   SmolLM2-135M-Instruct (real weights): the GPU test tier (tiny
 #                                           model and SmolLM2), then the real train and generate stages with
 #                                           each backend in $BACKENDS (default "unsloth peft"), generating
-#                                           with the merged 16-bit path and the plain 4-bit + adapter path
-#                                           (greedy agreement); the predictions come back for scoring
+#                                           from the 16-bit base (adapter separate, and merged) and the plain
+#                                           4-bit + adapter path (greedy agreement: benchmarks/agreement.py);
+#                                           the predictions come back for scoring
 #
 # What travels (`carry` of the device tool): .whl (../shared/tools/device-wheels.sh .whl, then
 # `pip download --no-deps gguf==0.19.0 -d .whl`) and .bench/tokenizer (SmolLM2's tokenizer files). The
@@ -101,16 +102,13 @@ for m in ("base", "finetuned", "finetuned-plain", "finetuned-merged"):
         continue
     print(f"[smollm2] {b}: generate {m}: {g['questions']} q in {g['generate_seconds']}s, "
           f"{g.get('new_tokens_per_second')} new tokens/s")
-def texts(m):
-    return {r["id"]: r["raw"] for r in map(json.loads, open(f"{d}/{m}.jsonl")) if "raw" in r}
-for m in ("finetuned", "finetuned-merged"):  # greedy agreement with the plain 4-bit + adapter path, real weights
-    try:
-        fast, plain = texts(m), texts("finetuned-plain")
-    except FileNotFoundError:
-        continue
-    same = sum(fast[q] == plain.get(q) for q in fast)
-    print(f"[smollm2] {b}: greedy agreement {m} vs 4-bit+adapter: {same}/{len(fast)} identical texts")
 EOF
+      for m in finetuned finetuned-merged; do   # greedy agreement with the plain 4-bit + adapter path, real weights
+        [[ -f $d/$m.jsonl && -f $d/finetuned-plain.jsonl ]] || continue
+        echo "[smollm2] $backend: greedy agreement $m vs 4-bit+adapter: $(python3 benchmarks/agreement.py \
+          $d/$m.jsonl $d/finetuned-plain.jsonl --tokenizer .bench/tokenizer \
+          --out "$OUT/smollm2-$backend/agreement-$m.json" | tr -d '\n ')"
+      done
       tail -n 3 "$OUT/smollm2-$backend.log"
     done
     ;;
