@@ -15,7 +15,7 @@
 #                                           each backend in $BACKENDS (default "unsloth peft"), generating
 #                                           from the 16-bit base (adapter separate, and merged) and the plain
 #                                           4-bit + adapter path (greedy agreement: benchmarks/agreement.py);
-#                                           the predictions come back for scoring
+#                                           the predictions come back for scoring; TIER=0 skips the tier
 #
 # What travels (`carry` of the device tool): .whl (../shared/tools/device-wheels.sh .whl, then
 # `pip download --no-deps gguf==0.19.0 -d .whl`) and .bench/tokenizer (SmolLM2's tokenizer files). The
@@ -69,7 +69,8 @@ case $what in
   smollm2)
     mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
     sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
-    VIGSM_GPU_GGUF_DIR=$PWD/.gguf gpu_tests all   # the GPU tier first (tiny model and SmolLM2): it matters most
+    # the GPU tier first (tiny model and SmolLM2): it matters most; TIER=0 skips it (the stages alone)
+    [[ ${TIER:-1} == 0 ]] || VIGSM_GPU_GGUF_DIR=$PWD/.gguf gpu_tests all
     sed -e "s#name: /tmp/qwen25-3b-random#name: $PWD/.gguf#" \
         -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" benchmarks/params-gpu-smoke.yaml > /tmp/p.yaml
     for backend in ${BACKENDS:-unsloth peft}; do
