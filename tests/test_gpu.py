@@ -140,8 +140,8 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
     print(f"[gpu] {backend}: reloaded adapter greedy agreement {agree:.2f}")
     # Not 1.0 on real weights: the trained PEFT model keeps norms and embeddings in float32
     # (prepare_model_for_kbit_training upcasts them) and unsloth decodes with its own fused kernels, while
-    # the reloaded model runs them in bfloat16. Near-tied logits then flip; SmolLM2 gave 4/6 (PEFT) and
-    # 5/6 (unsloth) identical 16-token texts on the H200, the tiny model 6/6.
+    # the reloaded model runs them in bfloat16. Near-tied logits then flip; SmolLM2 gave 4/6 to 5/6
+    # identical 16-token texts on the H200 (both backends), the tiny model 6/6.
     assert agree >= 0.5
     # The generate stage's default: the same dequantised weights in 16 bits, the adapter kept separate.
     # Compared with the 4-bit + adapter model on the same teacher-forced batch: the adapter's effect on the
@@ -165,6 +165,11 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
     for k in kept:
         print(f"[gpu] {backend}: 16-bit base, adapter {k}, against 4-bit + adapter: adapter effect kept "
               f"{kept[k]:.3f}, teacher-forced next tokens {tf[k]:.4f}, greedy texts {texts[k]:.2f}")
-    assert abs(kept["separate"] - 1) < 0.05  # the same adapter arithmetic on the same dequantised weights
-    assert tf["separate"] >= 0.95  # only kernel rounding differs: it flips near-tied positions alone
+    # The discriminating check: the same adapter arithmetic on the same dequantised weights keeps the
+    # adapter's whole effect (H200, 2026-11-29: 0.986-1.000; merged: 0.871-0.883 on SmolLM2).
+    assert abs(kept["separate"] - 1) < 0.05
+    # A sanity bound, not a discriminator: the 4-bit kernels and the dense bf16 matmul round differently,
+    # which alone flips near-tied positions, ~3-4% of SmolLM2's (H200: 0.957-0.997 separate, 0.951-0.996
+    # merged). Wrong weights fall far below; a lost adapter is what the kept share above catches.
+    assert tf["separate"] >= 0.9
     assert same16 >= 0.5  # free-running texts diverge for good after one flip, as in the reload check
