@@ -16,6 +16,8 @@
 #                                           from the 16-bit base (adapter separate, and merged) and the plain
 #                                           4-bit + adapter path (greedy agreement: benchmarks/agreement.py);
 #                                           the predictions come back for scoring; TIER=0 skips the tier
+#   bash benchmarks/run_device.sh reload    SmolLM2: the live PEFT model's greedy texts against its saved
+#                                           adapter reloaded three ways (benchmarks/reload_precision.py)
 #
 # What travels (`carry` of the device tool): .whl (../shared/tools/device-wheels.sh .whl, then
 # `pip download --no-deps gguf==0.19.0 -d .whl`) and .bench/tokenizer (SmolLM2's tokenizer files). The
@@ -24,7 +26,7 @@
 # (`split -b 55M`, renamed .gguf-a and .gguf-b) carried by consecutive calls:
 #   call 1, carry .whl .bench:       bash benchmarks/run_device.sh install   (or bench)
 #   call 2, carry .gguf-a:           bash benchmarks/run_device.sh stash
-#   call 3, carry .gguf-b .bench:    bash benchmarks/run_device.sh smollm2
+#   call 3, carry .gguf-b .bench:    bash benchmarks/run_device.sh smollm2   (or reload)
 set -uo pipefail
 what=${1:-bench}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -54,6 +56,13 @@ gpu_tests() {  # one process per backend: importing unsloth patches transformers
   done
 }
 
+smollm2_setup() {  # SmolLM2's GGUF from its two carried parts, and the smoke params pointing at it
+  mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || return 1
+  sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+  sed -e "s#name: /tmp/qwen25-3b-random#name: $PWD/.gguf#" \
+      -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" benchmarks/params-gpu-smoke.yaml > /tmp/p.yaml
+}
+
 case $what in
   bench)
     python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" 2>&1 \
@@ -66,13 +75,15 @@ case $what in
   tests)
     gpu_tests tiny
     ;;
+  reload)
+    smollm2_setup || exit 1
+    python3 benchmarks/reload_precision.py --params /tmp/p.yaml --data-dir data/prepared --work /tmp/rp \
+      --out "$OUT/reload-precision.json" 2>&1 | tee "$OUT/reload.log" | grep "^\[reload\]"
+    ;;
   smollm2)
-    mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
-    sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+    smollm2_setup || exit 1
     # the GPU tier first (tiny model and SmolLM2): it matters most; TIER=0 skips it (the stages alone)
     [[ ${TIER:-1} == 0 ]] || VIGSM_GPU_GGUF_DIR=$PWD/.gguf gpu_tests all
-    sed -e "s#name: /tmp/qwen25-3b-random#name: $PWD/.gguf#" \
-        -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" benchmarks/params-gpu-smoke.yaml > /tmp/p.yaml
     for backend in ${BACKENDS:-unsloth peft}; do
       sed "s/backend: auto/backend: $backend/" /tmp/p.yaml > "/tmp/p-$backend.yaml"
       sed "s/base_16bit: true/base_16bit: false/" "/tmp/p-$backend.yaml" > "/tmp/p-$backend-plain.yaml"
