@@ -16,6 +16,8 @@
 #                                           from the 16-bit base (adapter separate, and merged) and the plain
 #                                           4-bit + adapter path (greedy agreement: benchmarks/agreement.py);
 #                                           the predictions come back for scoring; TIER=0 skips the tier
+#   bash benchmarks/run_device.sh tier      the GPU test tier alone (tiny model and SmolLM2), for each
+#                                           backend in $BACKENDS (default "peft unsloth")
 #   bash benchmarks/run_device.sh reload    SmolLM2: the live PEFT model's greedy texts against its saved
 #                                           adapter reloaded three ways (benchmarks/reload_precision.py)
 #
@@ -26,7 +28,7 @@
 # (`split -b 55M`, renamed .gguf-a and .gguf-b) carried by consecutive calls:
 #   call 1, carry .whl .bench:       bash benchmarks/run_device.sh install   (or bench)
 #   call 2, carry .gguf-a:           bash benchmarks/run_device.sh stash
-#   call 3, carry .gguf-b .bench:    bash benchmarks/run_device.sh smollm2   (or reload)
+#   call 3, carry .gguf-b .bench:    bash benchmarks/run_device.sh smollm2   (or tier, reload)
 set -uo pipefail
 what=${1:-bench}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -50,7 +52,7 @@ python3 stages/prepare.py --sample-dir data/sample --out-dir data/prepared --par
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
 gpu_tests() {  # one process per backend: importing unsloth patches transformers and TRL process-wide
-  for backend in peft unsloth; do
+  for backend in ${BACKENDS:-peft unsloth}; do
     python3 -m pytest -q -s -m gpu tests/test_gpu.py -k "${2:-}$backend" -p no:cacheprovider 2>&1 \
       | tee "$OUT/gpu-tests-$1-$backend.log" | grep -E "^\[gpu\]|passed|failed|Error" | tail -12
   done
@@ -74,6 +76,10 @@ case $what in
     ;;
   tests)
     gpu_tests tiny
+    ;;
+  tier)
+    smollm2_setup || exit 1
+    VIGSM_GPU_GGUF_DIR=$PWD/.gguf gpu_tests all
     ;;
   reload)
     smollm2_setup || exit 1
