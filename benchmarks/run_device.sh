@@ -11,8 +11,8 @@
 #   bash benchmarks/run_device.sh tests     the GPU test tier on the tiny random model
 #   bash benchmarks/run_device.sh stash     keep the carried first part of SmolLM2's GGUF (see below)
 #   bash benchmarks/run_device.sh smollm2   SmolLM2-135M-Instruct (real weights): the GPU test tier (tiny
-#                                           model and SmolLM2), then the real train and generate stages with
-#                                           each backend in $BACKENDS (default "unsloth peft"), generating
+#                                           model and SmolLM2), then the real train and generate stages, both
+#                                           for each backend in $BACKENDS (default "unsloth peft"), generating
 #                                           from the 16-bit base (adapter separate, and merged) and the plain
 #                                           4-bit + adapter path (greedy agreement: benchmarks/agreement.py);
 #                                           the predictions come back for scoring; TIER=0 skips the tier
