@@ -6,7 +6,7 @@ reloads the saved adapter onto a plain bfloat16 base. This trains a short adapte
 ``build_trainer``, then reloads it three ways and counts the greedy texts identical to the live model's:
 
 - ``stage``: as the generate stage's 4-bit path loads it (``load_with_adapter(base_16bit=False)``);
-- ``kbit``: the same base after ``prepare_model_for_kbit_training``, as in training;
+- ``kbit``: the base prepared as in training (``vigsm.modeling.load_as_trained``);
 - ``kbit+autocast``: that, decoded under bfloat16 autocast.
 
 Usage (on the device; run_device.sh's ``reload`` mode passes SmolLM2's params):
@@ -59,10 +59,9 @@ def main() -> None:
                              max_new_tokens=args.new_tokens, batch_size=args.prompts)
 
     import torch
-    from peft import prepare_model_for_kbit_training
 
     from vigsm.generation import generate_batch
-    from vigsm.modeling import attach_adapter, load_model, load_with_adapter, resolve_model
+    from vigsm.modeling import load_as_trained, load_with_adapter
     from vigsm.training import build_trainer
 
     train, test = (read_jsonl(args.data_dir / f"{s}.jsonl") for s in ("train", "test"))
@@ -87,14 +86,10 @@ def main() -> None:
 
     adapter = str(args.work / "adapter")
     for name in ("stage", "kbit", "kbit+autocast"):
-        if name == "stage":
-            model, tok2 = load_with_adapter(mp, adapter, base_16bit=False)
-        else:
-            base = prepare_model_for_kbit_training(load_model(mp, resolve_model(mp)), use_gradient_checkpointing=False)
-            model = attach_adapter(base, adapter, mp)
-            model.eval()
+        # the same tokenizer files for every reload: the live model's, left-padded
+        model = load_with_adapter(mp, adapter, base_16bit=False)[0] if name == "stage" else load_as_trained(mp, adapter)
         with autocast(model, name.endswith("autocast")):
-            texts = generate_batch(model, tok2, prompts, gp, seed=0)[0]
+            texts = generate_batch(model, tok, prompts, gp, seed=0)[0]
         result["reloads"][name] = {
             "dtypes": dtypes(model),
             "identical_to_live": sum(a == b for a, b in zip(ref[False], texts, strict=True)),

@@ -148,13 +148,9 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
         # embeddings), the saved adapter gives the live model's greedy texts exactly, so the flips above
         # come from the bfloat16 norms, not from the adapter (benchmarks/reload_precision.py: 24/24 on
         # SmolLM2 on the H200, against 16/24 for the bfloat16 reload).
-        from peft import prepare_model_for_kbit_training
+        from vigsm.modeling import load_as_trained
 
-        from vigsm.modeling import attach_adapter, load_model, resolve_model
-
-        kbit = prepare_model_for_kbit_training(load_model(s["model"], resolve_model(s["model"])),
-                                               use_gradient_checkpointing=False)
-        kbit = attach_adapter(kbit, str(tmp_path / "adapter"), s["model"]).eval()
+        kbit = load_as_trained(s["model"], str(tmp_path / "adapter"))
         as_trained = generate_batch(kbit, tok2, prompts, gp, seed=0)[0]
         print(f"[gpu] {backend}: reloaded in training precision, identical greedy texts "
               f"{sum(a == b for a, b in zip(before, as_trained, strict=True))}/{len(before)}")

@@ -325,6 +325,24 @@ def dequantize_to_16bit(model: Any, dtype: Any) -> Any:
     return model
 
 
+def prepare_kbit_base(model: Any, p: ModelParams, *, gradient_checkpointing: bool) -> Any:
+    """A base as the PEFT backend trains on it: a 4-bit one goes through PEFT's
+    ``prepare_model_for_kbit_training`` (norms, embeddings and head upcast to float32); others are as loaded."""
+    if not p.load_in_4bit:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+
+
+def load_as_trained(p: ModelParams, adapter_dir: str) -> Any:
+    """The base in the precision the PEFT backend trained it in (:func:`prepare_kbit_base`) with the saved
+    adapter, for inference: its greedy texts are the live trained model's. The generate stage does not use
+    it; its bfloat16 norms are cheaper and flip only near-tied tokens."""
+    model = prepare_kbit_base(load_model(p, resolve_model(p)), p, gradient_checkpointing=False)
+    return attach_adapter(model, adapter_dir, p).eval()
+
+
 def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bool = True,
                       merge_adapter: bool = False, decode_attention: bool = True) -> tuple[Any, Any]:
     """Base model (and adapter, if given) for inference, with a left-padding tokenizer.

@@ -32,6 +32,7 @@ from vigsm.modeling import (
     load_tokenizer,
     load_unsloth,
     lora_config,
+    prepare_kbit_base,
     resolve_model,
 )
 
@@ -236,10 +237,7 @@ def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: 
         model = load_model(mp, source)
         tokenizer = load_tokenizer(mp, source)
         peft_config = lora_config(lp)
-        if mp.load_in_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=lp.gradient_checkpointing)
+        model = prepare_kbit_base(model, mp, gradient_checkpointing=lp.gradient_checkpointing)
     precision = "4-bit NF4 base" if mp.load_in_4bit else f"{mp.dtype} base, full precision (no quantisation)"
     device = "cuda" if cuda_available() else "cpu"
     print(f"[vigsm] backend={backend} device={device} precision={precision} attention={configure_attention()} "
