@@ -6,6 +6,9 @@
 #   bash benchmarks/run_device.sh train     the training paths only, each with a profiled step (where the
 #                                           fixed per-step cost goes)
 #   bash benchmarks/run_device.sh padded    unsloth's compiled layers on padded batches rounded to 64 tokens
+#   bash benchmarks/run_device.sh defaults  params.yaml's training as shipped against the notebook's baseline,
+#                                           interleaved, 3 runs each, and the notebook's decoding each round
+#                                           (benchmarks/defaults_bench.py -> h200-defaults.json)
 #   bash benchmarks/run_device.sh generate  the generation paths only (16-bit base with the adapter separate
 #                                           or merged, and the notebook's), after a 5-step training run
 #   bash benchmarks/run_device.sh tests     the GPU test tier on the tiny random model
@@ -33,7 +36,7 @@ set -uo pipefail
 what=${1:-bench}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # Only 8 files come back from a call: pack everything into one archive, keep the benchmark's JSON beside it.
-pack() { tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name h200.json -delete && mv /tmp/logs.tgz "$OUT/"; }
+pack() { tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name 'h200*.json' -delete && mv /tmp/logs.tgz "$OUT/"; }
 trap pack EXIT
 trap 'exit 143' TERM
 # Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
@@ -72,6 +75,10 @@ case $what in
     ;;
   train|padded|generate)
     python3 benchmarks/gpu_bench.py all --plan "$what" --steps 12 --tokenizer .bench/tokenizer --out "$OUT/h200.json" \
+      2>&1 | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
+    ;;
+  defaults)
+    python3 benchmarks/defaults_bench.py --tokenizer .bench/tokenizer --out "$OUT/h200-defaults.json" --notebook-gen \
       2>&1 | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
     ;;
   tests)
