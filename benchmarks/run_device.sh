@@ -24,6 +24,12 @@
 #   bash benchmarks/run_device.sh reload    SmolLM2: the live PEFT model's greedy texts against its saved
 #                                           adapter reloaded three ways (benchmarks/reload_precision.py)
 #
+# The notebook-scale pair (issue 12), two calls in a row while the machine is warm:
+#   call 1, carry .whl .gguf-a .bench-tok.tar.xz:  bash benchmarks/run_device.sh gen3b
+#   call 2, carry .gguf-b:                         bash benchmarks/run_device.sh learning
+# (.gguf-a is SmolLM2's GGUF's first 38,000,000 bytes, .gguf-b the rest; .bench-tok.tar.xz is .bench/tokenizer
+# packed; bitsandbytes' wheel is stripped of the ROCm and CUDA 11/12 libraries to fit the 64 MiB.)
+#
 # What travels (`carry` of the device tool): .whl (../shared/tools/device-wheels.sh .whl, then
 # `pip download --no-deps gguf==0.19.0 -d .whl`) and .bench/tokenizer (SmolLM2's tokenizer files). The
 # wheels are installed into .site and kept in /tmp/site, which stays on the machine while it is warm
@@ -51,8 +57,25 @@ fi
 export PYTHONPATH=$PWD/.site:$PWD/src:$PWD/tests PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
   VIGSM_TEST_TOKENIZER=$PWD/.bench/tokenizer VIGSM_CACHE=$PWD/.cache-vigsm
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 stages/prepare.py --sample-dir data/sample --out-dir data/prepared --params benchmarks/params-gpu-smoke.yaml \
+[[ -f .bench/tokenizer/tokenizer.json || ! -f .bench-tok.tar.xz ]] || { mkdir -p .bench && tar xJf .bench-tok.tar.xz -C .bench; }
+# The smoke params: params.yaml as shipped with these changes (so a new key in params.yaml needs no edit here).
+SMOKE=(data.source=sample model.name=/tmp/qwen25-3b-random generate.batch_size=128 generate.limit=100
+       generate.max_new_tokens=256 train.eval_limit=32 train.eval_steps=15 train.save_steps=15 train.max_steps=30
+       train.logging_steps=5 train.per_device_train_batch_size=6 train.per_device_eval_batch_size=6
+       train.gradient_accumulation_steps=2 train.pad_to_multiple_of=0)
+python3 benchmarks/override_params.py /tmp/p-smoke.yaml "${SMOKE[@]}" || exit 1
+python3 stages/prepare.py --sample-dir data/sample --out-dir data/prepared --params /tmp/p-smoke.yaml \
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
+
+# vi_gsm8k's sizes from vigsm.sample (7473 / 1319), prepared with params.yaml as shipped but for the model
+# ($1, and $2 its GGUF file or "") and the data source: the workspace's params.yaml is this copy's own.
+prepare_notebook_scale() {
+  python3 -m vigsm.sample --out /tmp/nb-sample --train 7473 --test 1319 || return 1
+  python3 benchmarks/override_params.py params.yaml data.source=/tmp/nb-sample model.name="$1" model.gguf_file="$2" \
+    || return 1
+  local first=(prepare); grep -q "^  check:" dvc.yaml && first=(check prepare)
+  python3 benchmarks/run_stages.py --out "$OUT/h200-$3-stages.json" --log-dir "$OUT" "${first[@]}"
+}
 
 gpu_tests() {  # one process per backend: importing unsloth patches transformers and TRL process-wide
   for backend in ${BACKENDS:-peft unsloth}; do
@@ -65,7 +88,7 @@ smollm2_setup() {  # SmolLM2's GGUF from its two carried parts, and the smoke pa
   mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || return 1
   sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
   sed -e "s#name: /tmp/qwen25-3b-random#name: $PWD/.gguf#" \
-      -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" benchmarks/params-gpu-smoke.yaml > /tmp/p.yaml
+      -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" /tmp/p-smoke.yaml > /tmp/p.yaml
 }
 
 case $what in
@@ -76,6 +99,30 @@ case $what in
   train|padded|generate)
     python3 benchmarks/gpu_bench.py all --plan "$what" --steps 12 --tokenizer .bench/tokenizer --out "$OUT/h200.json" \
       2>&1 | tee "$OUT/bench.log" | grep -v "^\[bench\] {"
+    ;;
+  gen3b)
+    # first of two calls in a row (the second is `learning`): stash SmolLM2's first part, then time the
+    # generate stage as shipped on the 3B-shaped random model with a separate r=32 adapter, 1319 questions
+    mkdir -p /tmp/gguf-parts && cp .gguf-a /tmp/gguf-parts/ || exit 1
+    prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b || exit 1
+    python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
+      --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; exit 1; }
+    for i in 1 2 3; do
+      python3 benchmarks/run_stages.py --out "$OUT/h200-gen3b-stages.json" --log-dir "$OUT" generate || exit 1
+      cp metrics/generate.json "$OUT/h200-gen3b-run$i.json"
+    done
+    ;;
+  learning)
+    # second call: SmolLM2-135M-Instruct (real weights) through the real stages with params.yaml as shipped,
+    # on 7473 / 1319 problems from vigsm.sample; predictions come back for scoring on the calling machine
+    mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
+    sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+    prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf learning || exit 1
+    python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option --live-dir \
+      train generate-base generate
+    mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
+    cp -r models/adapter "$OUT/learning/adapter"
+    [[ -n ${PATHS_CMD:-} ]] && eval "$PATHS_CMD"
     ;;
   defaults)
     python3 benchmarks/defaults_bench.py --tokenizer .bench/tokenizer --out "$OUT/h200-defaults.json" --notebook-gen \
