@@ -101,3 +101,21 @@ def test_report_is_its_table_of_rows_and_names_its_variant():
     assert "## Right answers (finetuned)" in lines and "## Wrong answers (finetuned)" in lines
     assert "### test-0" in lines and "(none)" in lines  # its first right answer; it has no wrong one
     assert "Did fine-tuning help?" not in text
+
+
+# One case per row of answers._parse_token's rule table, and the edges between rows.
+@pytest.mark.parametrize(("token", "value"), [
+    ("1 234 567,5", "1234567.5"),  # spaces after a valid leading group: dropped, then the separator rules
+    ("1 234,567", "1234.567"),  # ... which read "1234,567" as a decimal (leading group of 4 digits)
+    ("0 500", "0"),  # spaces otherwise: the number ends at the first space
+    ("1,5 000", "1.5"),
+    ("1234", "1234"),  # digits only
+    ("1.000", "1000"), ("1,234,567", "1234567"), ("0,500", "0.5"), ("2,5", "2.5"),  # one separator kind
+    ("1.5.2", "1.5"),  # only one decimal point: cut at the second
+    ("1.234,5", "1234.5"), ("1,234.5", "1234.5"),  # both kinds: the last one is the decimal point
+    ("1,5.2", "1"), ("1.234,5.6", "1"), ("1.234,5,6", "1"),  # both kinds otherwise: cut at the first separator
+])
+def test_number_token_rule_table(token, value):
+    from vigsm.answers import canonical_number
+
+    assert canonical_number(f"đáp số {token} quả") == value
