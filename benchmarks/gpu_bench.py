@@ -29,6 +29,9 @@ BASELINE = "baseline-peft-bnb-notebook"  # plain transformers + peft + bnb, the 
 FAST_GEN, MERGED_GEN = "project-16bit-adapter-greedy-sorted", "project-merged16-greedy-sorted"
 NOTEBOOK_GEN = "notebook-4bit-adapter-b20-sample"
 ADAPTER = "/tmp/bench-adapter"  # saved by every training run; generation decodes with the last one
+# In a measurement's environment, "1" times torch's default SDPA dispatch (cuDNN attention allowed), as the
+# notebook ran; vigsm turns cuDNN attention off whenever it loads a model (vigsm.attention).
+TORCH_DEFAULT_SDPA = "VIGSM_SDPA_CUDNN"
 
 
 def base_params(c: dict = QWEN25_3B) -> int:
@@ -72,6 +75,27 @@ def params_for(model_dir: Path, backend: str, padding_free: bool, grad_ckpt: boo
     return {k: parse_section(k, p[k], SECTIONS[k]) for k in SECTIONS}
 
 
+def sdpa_as_asked() -> None:
+    """After vigsm has loaded a model: torch's default SDPA dispatch back where TORCH_DEFAULT_SDPA asks."""
+    import torch
+
+    if os.environ.get(TORCH_DEFAULT_SDPA) == "1":
+        torch.backends.cuda.enable_cudnn_sdp(True)  # torch's default, as sdpa_probe leaves it too
+
+
+def load_notebook_model(mp, adapter: str | None):
+    """The notebook's inference model: the 4-bit base, the adapter on top, transformers' own SDPA attention
+    (no dequantised copy, no grouped-query decoding), with vigsm's left-padding tokenizer."""
+    from vigsm.modeling import attach_adapter, load_model, load_tokenizer
+    from vigsm.weights import resolve_model
+
+    source = resolve_model(mp)
+    model = load_model(mp, source)
+    if adapter:
+        model = attach_adapter(model, adapter, mp)
+    return model.eval(), load_tokenizer(mp, source, padding_side="left")
+
+
 def bench_train(args) -> dict:
     """Train `steps` optimiser steps after `warmup`; count non-padding tokens/s and peak memory."""
     import torch
@@ -85,6 +109,7 @@ def bench_train(args) -> dict:
     rows = read_jsonl("data/prepared/train.jsonl")
     rows = (rows * (1 + (args.steps + args.warmup) * args.batch * args.accum // len(rows)))
     trainer, backend = build_trainer(s["model"], s["lora"], s["train"], rows, rows[:8], Path("/tmp/bench-ckpt"))
+    sdpa_as_asked()
     cov = label_coverage(trainer, rows)
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
     marks: dict[int, tuple[float, int]] = {}
@@ -200,8 +225,9 @@ def bench_generate(args) -> dict:
                              batch_size=args.batch)
     t0 = time.perf_counter()
     # the project's path is the generate stage's; the notebook's is plain transformers
-    model, tok = load_with_adapter(s["model"], args.adapter, base_16bit=args.base16, merge_adapter=args.merge,
-                                   decode_attention=args.base16)
+    model, tok = (load_with_adapter(s["model"], args.adapter, merge_adapter=args.merge) if args.base16
+                  else load_notebook_model(s["model"], args.adapter))
+    sdpa_as_asked()
     load_seconds = time.perf_counter() - t0
     test = read_jsonl("data/prepared/test.jsonl")
     repeated = (test * (1 + TEST_QUESTIONS // len(test)))[:TEST_QUESTIONS]  # the sample's 100, to 1319
@@ -305,7 +331,7 @@ def sub(mode: str, env: dict | None = None, timeout: int = 240, **kw) -> dict:
         return {"path": kw["label"], "error": last}
     res = json.loads(out.read_text())
     res["wall_seconds"] = round(time.time() - t0, 1)
-    res["sdpa_policy"] = "torch default (cuDNN attention allowed)" if (env or {}).get("VIGSM_SDPA_CUDNN") == "1" \
+    res["sdpa_policy"] = "torch default (cuDNN attention allowed)" if (env or {}).get(TORCH_DEFAULT_SDPA) == "1" \
         else "cuDNN attention off"
     print(f"[bench] {json.dumps(res)}", flush=True)
     return res
@@ -347,7 +373,7 @@ def run_all(args) -> None:
         summarize(results)
         out.write_text(json.dumps(results, indent=2))
 
-    default_sdpa = {"VIGSM_SDPA_CUDNN": "1"}
+    default_sdpa = {TORCH_DEFAULT_SDPA: "1"}
     base = dict(model=m, steps=args.steps, warmup=3, timeout=200)
     if args.plan in ("train", "padded"):
         results["command"] = f"bash benchmarks/run_device.sh {args.plan} (see its header)"

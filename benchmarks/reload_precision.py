@@ -6,7 +6,7 @@ reloads the saved adapter onto a plain bfloat16 base. This trains a short adapte
 ``build_trainer``, then reloads it three ways and counts the greedy texts identical to the live model's:
 
 - ``stage``: as the generate stage's 4-bit path loads it (``load_with_adapter(base_16bit=False)``);
-- ``kbit``: the base prepared as in training (``vigsm.modeling.load_as_trained``);
+- ``kbit``: the base prepared as in training (``as_trained.load_as_trained``, beside this script);
 - ``kbit+autocast``: that, decoded under bfloat16 autocast.
 
 Usage (on the device; run_device.sh's ``reload`` mode passes SmolLM2's params):
@@ -60,8 +60,9 @@ def main() -> None:
 
     import torch
 
+    from as_trained import load_as_trained
     from vigsm.generation import generate_batch
-    from vigsm.modeling import load_as_trained, load_with_adapter
+    from vigsm.modeling import load_with_adapter
     from vigsm.training import build_trainer
 
     train, test = (read_jsonl(args.data_dir / f"{s}.jsonl") for s in ("train", "test"))

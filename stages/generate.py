@@ -25,6 +25,7 @@ def main() -> None:
     gen_p = load_section("generate", path=args.params)
     rows = read_jsonl(args.test)
     rows = rows[: gen_p.limit] if gen_p.limit else rows
+    from vigsm.device import peak_gpu_memory_gb
     from vigsm.generation import fingerprint, run_generation
     from vigsm.modeling import check_device, load_with_adapter
 
@@ -42,10 +43,9 @@ def main() -> None:
                    "batch_size_used": info["batch_size_used"], "load_seconds": round(load_s, 2),
                    "generate_seconds": round(gen_s, 2), "new_tokens": info["new_tokens"],
                    "new_tokens_per_second": round(info["new_tokens"] / gen_s, 1) if gen_s > 0 else None}
-        import torch
-
-        if torch.cuda.is_available():
-            figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+        peak = peak_gpu_memory_gb()
+        if peak is not None:
+            figures["peak_gpu_memory_gb"] = round(peak, 2)
         write_json(args.metrics, figures)
     print(f"[vigsm] wrote {info['questions']} predictions to {args.out} in {gen_s:.0f}s"
           + (f" ({info['resumed']} resumed)" if info["resumed"] else ""))

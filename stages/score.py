@@ -6,7 +6,7 @@ from pathlib import Path
 from vigsm.config import load_section
 from vigsm.errors import VigsmError, run_cli
 from vigsm.io import read_jsonl, write_json, write_jsonl, write_text
-from vigsm.scoring import compare_variants, load_predictions, render_report, score_variant
+from vigsm.scoring import compare_variants, load_predictions, render_report, report_variant, score_variant
 
 
 def main() -> None:
@@ -38,7 +38,8 @@ def main() -> None:
         delta = compare_variants(per_q["base"], per_q["finetuned"], score_p)
         out["delta"] = delta
     write_json(args.metrics, out)
-    write_text(args.report, render_report(scores, rows, per_q, score_p, delta))
+    write_text(args.report, render_report(scores, rows, per_q, score_p, delta,
+                                          examples_of=report_variant(list(scores))))
     for name, s in scores.items():
         print(f"[vigsm] {name}: EM flexible {s['exact_match_flexible']:.3f} "
               f"[{s['exact_match_flexible_lo']:.3f}, {s['exact_match_flexible_hi']:.3f}]  strict "

@@ -80,6 +80,26 @@ def tiny_params(model_dir: Path, **overrides: dict) -> dict:
     return params
 
 
+def collated_loss(trainer, n: int = 8) -> float:
+    """The model's loss on the first ``n`` training examples, collated as the trainer collates them.
+
+    Padded and padding-free batches of the same examples must give the same loss (up to rounding): a
+    packed row whose sequences attended to each other, or a shifted position, would show here.
+    """
+    import torch
+
+    from vigsm.training import first_batch
+
+    batch = trainer._prepare_inputs(first_batch(trainer, n)[1])
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        loss = model(**batch).loss
+    model.train(was_training)
+    return float(loss)
+
+
 def write_params(path: Path, params: dict) -> None:
     path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
 

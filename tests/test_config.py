@@ -131,7 +131,8 @@ def test_debug_flag_brings_the_traceback_back(tmp_path):
 
 def test_importing_vigsm_does_not_import_torch():
     code = ("import sys, vigsm, vigsm.answers, vigsm.metrics, vigsm.config, vigsm.data, vigsm.scoring, "
-            "vigsm.modeling, vigsm.training, vigsm.generation; "
+            "vigsm.device, vigsm.digest, vigsm.weights, vigsm.attention, vigsm.modeling, vigsm.training, "
+            "vigsm.generation; "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'unsloth') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

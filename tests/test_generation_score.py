@@ -221,7 +221,7 @@ def test_decode_attention_matches_transformers_sdpa(tiny_model_dir, heads, kv_he
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from vigsm.modeling import DECODE_ATTENTION, use_decode_attention
+    from vigsm.attention import DECODE_ATTENTION, use_decode_attention
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     tok.padding_side = "left"

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, collated_loss, tiny_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 
@@ -42,7 +42,7 @@ def test_padding_free_gives_the_padded_loss(setup, tmp_path, backend):
 
     import torch
 
-    from vigsm.training import build_trainer, collated_loss
+    from vigsm.training import build_trainer
 
     s, records = setup
     losses = {}
@@ -148,7 +148,7 @@ def test_backend_masks_prompt_and_reloads(setup, tmp_path, backend):
         # embeddings), the saved adapter gives the live model's greedy texts exactly, so the flips above
         # come from the bfloat16 norms, not from the adapter (benchmarks/reload_precision.py: 24/24 on
         # SmolLM2 on the H200, against 16/24 for the bfloat16 reload).
-        from vigsm.modeling import load_as_trained
+        from as_trained import load_as_trained
 
         kbit = load_as_trained(s["model"], str(tmp_path / "adapter"))
         as_trained = generate_batch(kbit, tok2, prompts, gp, seed=0)[0]

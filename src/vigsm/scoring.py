@@ -5,6 +5,7 @@ Pure Python (no torch): it runs on any CPU from prediction files alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,51 +103,93 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def render_report(scores: dict[str, dict[str, Any]], rows: dict[str, list[dict]],
-                  per_q: dict[str, list[dict]], sp: ScoreParams, delta: dict[str, float] | None) -> str:
-    """The markdown report: headline table (corrected beside seed) and sample right and wrong answers."""
+@dataclass(frozen=True)
+class ReportRow:
+    """One row of the report's headline table: its label, the score key it shows, and how.
+
+    ``style``: ``headline`` a bold percentage with its interval; ``percent``; ``score`` three decimals;
+    ``bleu`` one decimal with its interval.
+    """
+
+    label: str
+    key: str
+    style: str
+
+
+HEADLINE_ROWS: tuple[ReportRow, ...] = (
+    ReportRow("**EM flexible (%)**", "exact_match_flexible", "headline"),
+    ReportRow("**EM strict (%)**", "exact_match_strict", "headline"),
+    ReportRow("no extractable answer, strict (%)", "exact_match_strict_no_answer", "percent"),
+    ReportRow("EM seed: string equality after ### (%)", "exact_match_seed", "percent"),
+    *(row for rt in M.ROUGE_TYPES for row in (
+        ReportRow(f"{rt} F, Vietnamese syllables", f"{rt}_f", "score"),
+        ReportRow(f"{rt} F seed (ASCII tokenizer + Porter)", f"{rt}_f_seed", "score"))),
+    ReportRow("SacreBLEU on reasoning", "bleu", "bleu"),
+)
+
+
+def _cell(scores: dict[str, Any], row: ReportRow) -> str:
+    value, lo, hi = scores[row.key], scores.get(f"{row.key}_lo"), scores.get(f"{row.key}_hi")
+    if row.style == "headline":
+        return f"**{_pct(value)}** [{_pct(lo)}, {_pct(hi)}]"
+    if row.style == "percent":
+        return _pct(value)
+    if row.style == "score":
+        return f"{value:.3f}"
+    return f"{value:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def report_variant(variants: list[str]) -> str:
+    """The variant whose sample answers the report shows: the fine-tuned model where it was scored, else
+    the last one given."""
+    return "finetuned" if "finetuned" in variants else variants[-1]
+
+
+def _headline(scores: dict[str, dict[str, Any]], sp: ScoreParams) -> list[str]:
     variants = list(scores)
-    conf = round(sp.confidence * 100)
     counts = ", ".join(f"{v} {scores[v]['n']}" for v in variants)
-    lines = ["# Evaluation report", "",
-             f"Questions scored: {counts}. Intervals are {conf}% "
-             f"(Wilson for exact match, bootstrap over questions for BLEU).", "",
-             "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    first = scores[variants[0]]
+    return ["# Evaluation report", "",
+            f"Questions scored: {counts}. Intervals are {round(sp.confidence * 100)}% "
+            f"(Wilson for exact match, bootstrap over questions for BLEU).", "",
+            "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants),
+            *(f"| {row.label} | " + " | ".join(_cell(scores[v], row) for v in variants) + " |"
+              for row in HEADLINE_ROWS),
+            "", f"ROUGE tokenizer: `{first['rouge_tokenizer']}`; BLEU signature: `{first['bleu_signature']}`.", ""]
 
-    def row(label: str, fn: Any) -> None:
-        lines.append(f"| {label} | " + " | ".join(fn(scores[v]) for v in variants) + " |")
 
-    for key, label in (("exact_match_flexible", "EM flexible (%)"), ("exact_match_strict", "EM strict (%)")):
-        row(f"**{label}**", lambda s, k=key: f"**{_pct(s[k])}** [{_pct(s[k + '_lo'])}, {_pct(s[k + '_hi'])}]")
-    row("no extractable answer, strict (%)", lambda s: _pct(s["exact_match_strict_no_answer"]))
-    row("EM seed: string equality after ### (%)", lambda s: _pct(s["exact_match_seed"]))
-    for rt in ("rouge1", "rouge2", "rougeL"):
-        row(f"{rt} F, Vietnamese syllables", lambda s, rt=rt: f"{s[rt + '_f']:.3f}")
-        row(f"{rt} F seed (ASCII tokenizer + Porter)", lambda s, rt=rt: f"{s[rt + '_f_seed']:.3f}")
-    row("SacreBLEU on reasoning", lambda s: f"{s['bleu']:.1f} [{s['bleu_lo']:.1f}, {s['bleu_hi']:.1f}]")
-    lines += ["", f"ROUGE tokenizer: `{scores[variants[0]]['rouge_tokenizer']}`; "
-              f"BLEU signature: `{scores[variants[0]]['bleu_signature']}`.", ""]
-    if delta:
-        lines += ["## Did fine-tuning help?", "",
-                  f"Finetuned minus base, flexible EM: {_pct(delta['exact_match_flexible'])} points "
-                  f"[{_pct(delta['exact_match_flexible_lo'])}, {_pct(delta['exact_match_flexible_hi'])}] "
-                  f"(paired bootstrap), McNemar p = {delta['exact_match_flexible_mcnemar_p']:.3g}. "
-                  + ("The interval excludes 0." if delta["exact_match_flexible_lo"] > 0 or
-                     delta["exact_match_flexible_hi"] < 0 else "The interval includes 0: no evidence of a change."),
-                  ""]
-    main = variants[-1]
-    by_id = {r["id"]: r for r in rows[main]}
-    right = [q for q in per_q[main] if q["correct_flexible"]][: sp.report_examples]
-    wrong = [q for q in per_q[main] if not q["correct_flexible"]][: sp.report_examples]
-    for title, items in ((f"Right answers ({main})", right), (f"Wrong answers ({main})", wrong)):
-        lines += [f"## {title}", ""]
-        if not items:
-            lines += ["(none)", ""]
-        for q in items:
-            r = by_id[q["id"]]
-            reasoning = split_reasoning(r["raw"])[0] or "(empty)"
-            lines += [f"### {q['id']}", "", f"**Question:** {r['question']}", "",
-                      f"**Reference:** {r['reference_answer']}", "",
-                      "**Model's reasoning:**", "", "```text", reasoning[:1500], "```", "",
-                      f"**Extracted answer:** strict `{q['answer_strict']}`, flexible `{q['answer_flexible']}`", ""]
+def _did_it_help(delta: dict[str, float]) -> list[str]:
+    lo, hi = delta["exact_match_flexible_lo"], delta["exact_match_flexible_hi"]
+    finding = ("The interval excludes 0." if M.interval_side(lo, hi)
+               else "The interval includes 0: no evidence of a change.")
+    return ["## Did fine-tuning help?", "",
+            f"Finetuned minus base, flexible EM: {_pct(delta['exact_match_flexible'])} points "
+            f"[{_pct(lo)}, {_pct(hi)}] (paired bootstrap), McNemar p = "
+            f"{delta['exact_match_flexible_mcnemar_p']:.3g}. {finding}", ""]
+
+
+def _example(q: dict, r: dict) -> list[str]:
+    reasoning = split_reasoning(r["raw"])[0] or "(empty)"
+    return [f"### {q['id']}", "", f"**Question:** {r['question']}", "",
+            f"**Reference:** {r['reference_answer']}", "",
+            "**Model's reasoning:**", "", "```text", reasoning[:1500], "```", "",
+            f"**Extracted answer:** strict `{q['answer_strict']}`, flexible `{q['answer_flexible']}`", ""]
+
+
+def _examples(title: str, items: list[dict], by_id: dict[str, dict]) -> list[str]:
+    body = [line for q in items for line in _example(q, by_id[q["id"]])]
+    return [f"## {title}", "", *(body or ["(none)", ""])]
+
+
+def render_report(scores: dict[str, dict[str, Any]], rows: dict[str, list[dict]],
+                  per_q: dict[str, list[dict]], sp: ScoreParams, delta: dict[str, float] | None, *,
+                  examples_of: str) -> str:
+    """The markdown report: headline table (corrected beside seed), the paired difference where there is
+    one, and up to ``sp.report_examples`` right and wrong answers of the variant ``examples_of``."""
+    by_id = {r["id"]: r for r in rows[examples_of]}
+    right = [q for q in per_q[examples_of] if q["correct_flexible"]][: sp.report_examples]
+    wrong = [q for q in per_q[examples_of] if not q["correct_flexible"]][: sp.report_examples]
+    lines = [*_headline(scores, sp), *(_did_it_help(delta) if delta else []),
+             *_examples(f"Right answers ({examples_of})", right, by_id),
+             *_examples(f"Wrong answers ({examples_of})", wrong, by_id)]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,6 @@ a killed run resumes from its last complete checkpoint and a changed run starts 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,23 +17,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vigsm.attention import configure_attention
 from vigsm.config import LoraParams, ModelParams, TrainParams, as_dict
 from vigsm.data import token_length_stats
+from vigsm.device import cuda_available, peak_gpu_memory_gb
+from vigsm.digest import fingerprint
 from vigsm.errors import VigsmError
-from vigsm.io import read_jsonl, replace_dir, write_json
+from vigsm.io import atomic_dir, read_jsonl, write_json
 from vigsm.modeling import (
     chat_prompt_ids,
     check_device,
     choose_backend,
-    configure_attention,
-    cuda_available,
     load_model,
     load_tokenizer,
     load_unsloth,
     lora_config,
     prepare_kbit_base,
-    resolve_model,
 )
+from vigsm.weights import resolve_model
 
 LOSS_TOKENS = "assistant completion only: system and user prompt tokens are labelled -100"
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
@@ -42,10 +42,7 @@ CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 
 def run_fingerprint(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_files: list[Path]) -> str:
     """A digest of everything that decides the training trajectory: params and the data bytes."""
-    h = hashlib.sha256(json.dumps([as_dict(mp), as_dict(lp), as_dict(tp)], sort_keys=True).encode())
-    for f in data_files:
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()[:16]
+    return fingerprint([as_dict(mp), as_dict(lp), as_dict(tp)], *(Path(f) for f in data_files))
 
 
 def checkpoint_complete(path: Path) -> bool:
@@ -180,24 +177,6 @@ def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]
             "completion_tokens": completion_total, "first_labelled_text": first_text}
 
 
-def collated_loss(trainer: Any, n: int = 8) -> float:
-    """The model's loss on the first ``n`` training examples, collated as the trainer collates them.
-
-    Padded and padding-free batches of the same examples must give the same loss (up to rounding): a
-    packed row whose sequences attended to each other, or a shifted position, would show here.
-    """
-    import torch
-
-    batch = trainer._prepare_inputs(first_batch(trainer, n)[1])
-    model = trainer.model
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        loss = model(**batch).loss
-    model.train(was_training)
-    return float(loss)
-
-
 def unsloth_environment(tp: TrainParams) -> dict[str, str]:
     """The environment unsloth reads at import time for the train params (it has no other switch)."""
     return {"UNSLOTH_BLOCK_CUDAGRAPHS": "1" if tp.cuda_graphs else "0"}
@@ -291,11 +270,9 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     eval_metrics = trainer.evaluate()
     eval_loss = float(eval_metrics["eval_loss"])
 
-    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    trainer.processing_class.save_pretrained(str(tmp))
-    replace_dir(tmp, adapter_dir)
+    with atomic_dir(adapter_dir) as tmp:
+        trainer.save_model(str(tmp))
+        trainer.processing_class.save_pretrained(str(tmp))
 
     epochs_done = float(trainer.state.epoch or 0.0)
     tokens_seen = sum(lengths) * epochs_done
@@ -318,10 +295,9 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "prompt_tokens_labelled": coverage["prompt_tokens_labelled"],
         "completion_tokens_labelled": coverage["completion_tokens_labelled"],
     }
-    if cuda_available():
-        import torch
-
-        metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    peak = peak_gpu_memory_gb()
+    if peak is not None:
+        metrics["peak_gpu_memory_gb"] = peak
     write_json(metrics_path, metrics)
     # The run is complete and its adapter saved: its checkpoints have served their purpose, and a later
     # forced rerun must train again rather than "resume" at the last step.
