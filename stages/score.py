@@ -27,16 +27,19 @@ def main() -> None:
             raise VigsmError(f"--predictions: expected NAME=PATH, got {item!r}")
         variants[name] = Path(path)
     test_rows = read_jsonl(args.test)
-    scores, rows, per_q = {}, {}, {}
-    for name, path in variants.items():
-        rows[name] = load_predictions(path, test_rows)
+    # Every input is read and checked before the first write: its outputs are persistent in dvc.yaml, so a
+    # bad predictions file must leave the previous scores whole.
+    rows = {name: load_predictions(path, test_rows) for name, path in variants.items()}
+    scores, per_q = {}, {}
+    for name in variants:
         scores[name], per_q[name] = score_variant(rows[name], score_p)
-        write_jsonl(args.per_question_dir / f"{name}.jsonl", per_q[name])
     out: dict = dict(scores)
     delta = None
     if "base" in per_q and "finetuned" in per_q:
         delta = compare_variants(per_q["base"], per_q["finetuned"], score_p)
         out["delta"] = delta
+    for name in variants:
+        write_jsonl(args.per_question_dir / f"{name}.jsonl", per_q[name])
     write_json(args.metrics, out)
     write_text(args.report, render_report(scores, rows, per_q, score_p, delta,
                                           examples_of=report_variant(list(scores))))
