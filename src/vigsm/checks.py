@@ -54,9 +54,9 @@ def check_data(p: DataParams, sample_dir: Path) -> None:
 
 
 def check_model(p: ModelParams) -> None:
-    """The checks of ``vigsm.modeling.resolve_model`` that need neither torch, a GGUF conversion nor a
+    """The checks of ``vigsm.weights.resolve_model`` that need neither torch, a GGUF conversion nor a
     download: the package or local directory exists and holds the weights or GGUF file named."""
-    from vigsm.modeling import _check_local_weights, _package_dir
+    from vigsm.weights import _check_local_weights, _package_dir
 
     if p.name.startswith("pkg:"):
         directory = _package_dir(p.name[4:])
