@@ -4,6 +4,7 @@ refills slots, samples reproducibly per question, and the generation stage resum
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -248,3 +249,30 @@ def test_partial_gains_a_line_per_answer_and_resumes_per_question(varied_model_d
     assert info["resumed"] == 4 and info["questions"] == 7
     assert out.read_bytes() == full.read_bytes()
     assert not partial.exists()
+
+
+def test_generation_paths_benchmark_runs_on_cpu(varied_model_dir, tiny, tmp_path):
+    """benchmarks/generation_paths.py on the tiny model: the static and slot paths give the same greedy
+    texts, and the JSON holds the figures per path."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_params
+    from vigsm.io import write_jsonl
+
+    _, records = tiny
+    params = tiny_params(varied_model_dir / "base", generate={"batch_size": 2, "max_new_tokens": 8})
+    write_params(tmp_path / "params.yaml", params)
+    write_jsonl(tmp_path / "test.jsonl", records["test"])
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generation_paths.py"), "--params",
+                    str(tmp_path / "params.yaml"), "--test", str(tmp_path / "test.jsonl"), "--limit", "5",
+                    "--repeats", "2", "--adapter", str(varied_model_dir / "adapter"), "--out", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    res = json.loads(out.read_text())
+    assert res["questions"] == 5 and set(res["paths"]) == {"static", "slots", "slots-no-stop"}
+    for p in res["paths"].values():
+        assert len(p["seconds"]) == 2 and p["seconds_min"] <= p["seconds_median"] <= p["seconds_max"]
+        assert p["new_tokens"] == 5 * 8 and 0 <= p["waste"] < 1
+    assert res["static_vs_slots_no_stop"]["identical_texts"] == 1.0
+    assert res["stop_rules_off_vs_on"]["em_verdicts_changed_strict"] == 0

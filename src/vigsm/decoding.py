@@ -71,7 +71,8 @@ class DecodeStats:
                 "hit_max_new_tokens": self.stopped["max_new_tokens"]}
 
 
-_TOKEN_CLASSES: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+# id(tokenizer) -> (tokenizer, classes); holding the tokenizer keeps its id from being reused
+_TOKEN_CLASSES: dict[int, tuple[Any, tuple[frozenset[int], frozenset[int]]]] = {}
 
 
 def _token_classes(tok: Any) -> tuple[frozenset[int], frozenset[int]]:
@@ -80,9 +81,9 @@ def _token_classes(tok: Any) -> tuple[frozenset[int], frozenset[int]]:
     key = id(tok)
     if key not in _TOKEN_CLASSES:
         pieces = tok.batch_decode([[i] for i in range(len(tok))])
-        _TOKEN_CLASSES[key] = (frozenset(i for i, s in enumerate(pieces) if "\n" in s),
-                               frozenset(i for i, s in enumerate(pieces) if "#" in s or "\uff03" in s))
-    return _TOKEN_CLASSES[key]
+        _TOKEN_CLASSES[key] = (tok, (frozenset(i for i, s in enumerate(pieces) if "\n" in s),
+                                     frozenset(i for i, s in enumerate(pieces) if "#" in s or "\uff03" in s)))
+    return _TOKEN_CLASSES[key][1]
 
 
 def eos_ids(model: Any, tok: Any) -> set[int]:
