@@ -9,6 +9,7 @@ import json
 import pytest
 
 from conftest import tiny_params
+from vigsm.answers import extract_answer
 from vigsm.config import SECTIONS, parse_section
 
 QUESTIONS = ["Lan có 2 cây bút, hôm sau mua thêm 1 cây. Lan có bao nhiêu cây bút?", "1+1?",
@@ -276,3 +277,25 @@ def test_generation_paths_benchmark_runs_on_cpu(varied_model_dir, tiny, tmp_path
         assert p["new_tokens"] == 5 * 8 and 0 <= p["waste"] < 1
     assert res["static_vs_slots_no_stop"]["identical_texts"] == 1.0
     assert res["stop_rules_off_vs_on"]["em_verdicts_changed_strict"] == 0
+
+
+def test_ask_streams_the_generate_paths_greedy_text(varied_model_dir, monkeypatch, capsys):
+    """vigsm.ask decodes through vigsm.decoding and streams every token: what it prints is what it returns,
+    and equals model.generate's greedy text for the same prompt."""
+    import vigsm.ask as ask_mod
+    from vigsm.modeling import load_with_adapter
+
+    params = tiny_params(varied_model_dir / "base")
+    monkeypatch.setattr(ask_mod, "params_at", lambda rev: params)
+    adapter = str(varied_model_dir / "adapter")
+    text, answer = ask_mod.ask("5 + 7 = ?", adapter=adapter, max_new_tokens=MAX_NEW)
+    printed = capsys.readouterr().out
+    assert printed.strip() == text.strip() and len(text) > 10
+    assert answer == extract_answer(text, strict=False)
+    data_p = parse_section("data", params["data"], SECTIONS["data"])
+    model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), adapter)
+    from vigsm.modeling import chat_prompt_ids
+
+    ids = chat_prompt_ids(tok, [{"role": "system", "content": data_p.system_prompt},
+                                {"role": "user", "content": "5 + 7 = ?"}])
+    assert text == tok.decode(_static(model, tok, [ids])[0], skip_special_tokens=True)
