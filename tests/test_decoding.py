@@ -86,24 +86,33 @@ def _with_varied_ends(model, tok, ids):
     model.generation_config.eos_token_id = sorted({rows[r][k] for r, k in picks})
 
 
-@pytest.mark.parametrize("variant", ["plain", "adapter", "merged"])
-def test_slot_decoding_matches_static_generate(varied_model_dir, variant):
+@pytest.mark.parametrize("variant", ["plain", "adapter", "merged", "penalty"])
+def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir, variant):
     """Greedy texts equal model.generate's for prompts of different lengths, with as many slots as prompts
-    and with fewer (so finished rows leave and waiting prompts are merged in)."""
+    and with fewer (so finished rows leave and waiting prompts are merged in). "penalty": a
+    generation_config repetition penalty (Qwen2.5-Instruct ships 1.05), which generate applies."""
+    from vigsm.decoding import eos_ids
     from vigsm.modeling import DECODE_ATTENTION, load_with_adapter
 
-    adapter = None if variant == "plain" else str(varied_model_dir / "adapter")
-    model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), adapter,
-                                   merge_adapter=variant == "merged")
+    adapter = None if variant in ("plain", "penalty") else str(varied_model_dir / "adapter")
+    # The conftest model repeats one token: a repetition penalty changes its output.
+    base = tiny_model_dir if variant == "penalty" else varied_model_dir / "base"
+    model, tok = load_with_adapter(_model_params(base), adapter, merge_adapter=variant == "merged")
+    if variant == "penalty":
+        unpenalised = _static(model, tok, _prompt_ids(tok))
+        model.generation_config.repetition_penalty = 1.5
+        assert _static(model, tok, _prompt_ids(tok)) != unpenalised
     assert model.config._attn_implementation == DECODE_ATTENTION
     assert any("lora_" in n for n, _ in model.named_parameters()) == (variant == "adapter")
     ids = _prompt_ids(tok)
     assert len({len(i) for i in ids}) >= 5
-    _with_varied_ends(model, tok, ids)
+    if variant != "penalty":
+        _with_varied_ends(model, tok, ids)
     static = _static(model, tok, ids)
-    eos = set(model.generation_config.eos_token_id)
+    eos = set(eos_ids(model, tok))
     lengths = [next((k + 1 for k, t in enumerate(r) if t in eos), MAX_NEW) for r in static]
-    assert len(set(lengths)) >= 4 and min(lengths) < MAX_NEW  # rows really end at different steps
+    if variant != "penalty":
+        assert len(set(lengths)) >= 4 and min(lengths) < MAX_NEW  # rows really end at different steps
     ref = tok.batch_decode(static, skip_special_tokens=True)
     for slots in (len(ids), 3, 1):
         tokens, stats, _ = _slots(model, tok, ids, slots)
