@@ -2,21 +2,29 @@
 slots are refilled with waiting prompts.
 
 Why not transformers' continuous batching (``generate_batch`` / ``ContinuousBatchingManager``, 5.17)?
-It runs and serves a separate PEFT adapter: on the CPU with the tests' tiny Llama + LoRA adapter,
-``attn_implementation="paged|sdpa"``, greedy, 4 prompts x 24 tokens, its tokens equal ``model.generate``'s
-(4/4), and ``"sdpa_paged"`` is refused. But on the H200 probe of issue 12 (0.5B-shaped Qwen2, bfloat16,
-separate LoRA, 512 prompts x 256 tokens) it ran at 2,059-2,557 new tokens/s against 5,700-5,900 for one
-static ``generate`` batch, 2.2-2.8x slower; its CUDA graphs with async batching ran out of memory; it
-works on its own attention path, so :func:`vigsm.modeling.gqa_decode_attention` does not apply; and it
-has no hook for the stop rules below. This module keeps the static path's kernels (the model's own
-forward with a ``DynamicCache``, SDPA or the registered decode attention) and removes its waste instead:
+It runs with a separate PEFT adapter: on the CPU (2026-11-29) with a tiny random Llama + LoRA adapter
+(PeftModel over a base loaded with ``attn_implementation="paged|sdpa"``), greedy, 4 prompts x 24 tokens,
+its tokens equal ``model.generate``'s for 4 of 4 prompts (a weak check: that random model repeats one
+token); ``"sdpa_paged"`` is refused. Its manager can hand out each request as it finishes
+(``get_result``, ``request_id_iter``; not exercised here). Against it: on the H200 probe of issue 12
+(0.5B-shaped Qwen2, bfloat16, separate LoRA, 512 prompts x 256 tokens) it ran at 2,059-2,557 new
+tokens/s against 5,700-5,900 for one static ``generate`` batch, 2.2-2.8x slower, and its CUDA graphs
+with async batching ran out of memory; it runs its own paged attention, so
+:func:`vigsm.modeling.gqa_decode_attention` does not apply; and a request ends only at its
+end-of-sequence ids or its length cap (``add_request``), so the stop rules below would need a watcher
+cancelling requests from outside. This module keeps the static path's kernels (the model's own forward
+with a ``DynamicCache``, SDPA or the registered decode attention) and removes its waste instead:
 
 - every row decodes in one running batch of at most ``slots`` rows, left-padded, with per-row positions;
 - a row that ends (end of turn, ``max_new_tokens``, or a stop rule of :mod:`vigsm.stopping`) is handed to
   ``on_finish`` and dropped from the batch and its KV cache before the next step, so no step is spent on
   it; cache columns that only padding uses any more are cut off;
 - when a quarter of the slots (at least one) are free, the next waiting prompts are prefilled as a batch
-  of their own and their cache is merged into the running one (both left-padded to one length).
+  of their own and their cache is merged into the running one (both left-padded to one length; where a
+  row's padding sits does not matter, since its mask hides it and its positions are passed explicitly).
+
+Only full-attention caches (``DynamicLayer``) are merged and trimmed: the models here (Qwen2.5, SmolLM2,
+Llama) use no sliding-window layers.
 
 Greedy decoding picks the arg-max as ``generate`` does, after the model's ``generation_config``
 repetition penalty where it sets one (as ``generate`` applies it). Sampling draws each token from the
@@ -34,7 +42,7 @@ from typing import Any
 from vigsm.stopping import continue_cycle, loop_period
 
 REFILL_SHARE = 4  # refill once slots // REFILL_SHARE (at least one) are free: one prefill per several rows
-LOOP_CHECK_EVERY = 8  # tokens between loop checks of a row (the check is pure Python)
+LOOP_CHECK_EVERY = 16  # tokens between loop checks of a row (pure Python, so not at every step)
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,9 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
                 size = max(1, size // 2)
                 print(f"[vigsm] out of GPU memory at {size * 2} slots; retrying the unfinished questions at "
                       f"{size}", flush=True)
-                _release_cuda_cache()
+            else:
+                continue
+            _release_cuda_cache()  # outside the except block: its traceback holds the failed batch's tensors
         bar.close()
     write_jsonl(out_path, (done[r["id"]] for r in rows))
     partial.unlink()
