@@ -42,7 +42,10 @@ def main() -> None:
         figures = {"questions": info["questions"], "resumed_questions": info["resumed"],
                    "batch_size_used": info["batch_size_used"], "load_seconds": round(load_s, 2),
                    "generate_seconds": round(gen_s, 2), "new_tokens": info["new_tokens"],
-                   "new_tokens_per_second": round(info["new_tokens"] / gen_s, 1) if gen_s > 0 else None}
+                   "new_tokens_per_second": round(info["new_tokens"] / gen_s, 1) if gen_s > 0 else None,
+                   **{k: info[k] for k in ("row_steps", "waste", "cycle_tokens", "forward_steps", "prefills",
+                                           "stopped_at_eos", "stopped_at_answer", "stopped_as_loop",
+                                           "hit_max_new_tokens")}}
         peak = peak_gpu_memory_gb()
         if peak is not None:
             figures["peak_gpu_memory_gb"] = round(peak, 2)

@@ -67,7 +67,9 @@ def test_out_of_memory_detection():
 
 @pytest.mark.slow
 def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
-    """A batch that does not fit is retried at half the size; the answers equal a run at that size."""
+    """Slots that do not fit are retried at half the count, for the questions not yet answered; the
+    answers equal a run at that count."""
+    import vigsm.decoding as decoding
     import vigsm.generation as gen
     from vigsm.modeling import load_with_adapter
 
@@ -75,19 +77,19 @@ def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
     rows = records["test"][:10]
     model, tok = load_with_adapter(s["model"], None)
     fp = gen.fingerprint(s["model"], s["generate"], rows, None)
-    real, seen = gen.generate_batch, []
+    real, seen = decoding.decode, []
 
-    def fits_three(model, tok, prompts, gp, seed):
-        seen.append(len(prompts))
-        if len(prompts) > 3:
+    def fits_three(model, tok, prompts, dec, *, slots, **kw):
+        seen.append((slots, len(prompts)))
+        if slots > 3:
             raise OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
-        return real(model, tok, prompts, gp, seed)
+        return real(model, tok, prompts, dec, slots=slots, **kw)
 
-    monkeypatch.setattr(gen, "generate_batch", fits_three)
+    monkeypatch.setattr(decoding, "decode", fits_three)
     gp = s["generate"].__class__(**{**s["generate"].__dict__, "batch_size": 12})
     info = gen.run_generation(model, tok, rows, gp, tmp_path / "oom.jsonl", fp)
-    assert seen[:3] == [10, 6, 3] and info["batch_size_used"] == 3
-    monkeypatch.setattr(gen, "generate_batch", real)
+    assert seen == [(12, 10), (6, 10), (3, 10)] and info["batch_size_used"] == 3
+    monkeypatch.setattr(decoding, "decode", real)
     ref = gen.run_generation(model, tok, rows, s["generate"].__class__(**{**gp.__dict__, "batch_size": 3}),
                              tmp_path / "ref.jsonl", fp)
     assert ref["batch_size_used"] == 3
@@ -96,7 +98,7 @@ def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
     def always(*a, **k):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(gen, "generate_batch", always)
+    monkeypatch.setattr(decoding, "decode", always)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         gen.run_generation(model, tok, rows, gp, tmp_path / "err.jsonl", fp)
 

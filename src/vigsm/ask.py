@@ -69,14 +69,26 @@ def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_to
     import torch
     from transformers import TextStreamer
 
+    from vigsm.decoding import Decoding, decode
+    from vigsm.modeling import chat_prompt_ids
+
     messages = [{"role": "system", "content": data_p.system_prompt}, {"role": "user", "content": question}]
-    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    enc = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, pad_token_id=tok.pad_token_id, streamer=streamer)
-    answer_text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    streamer = TextStreamer(tok, skip_special_tokens=True) if stream else None
+    got: list[int] = []
+
+    def on_token(_: int, token: int) -> None:
+        if streamer is not None:
+            streamer.put(torch.tensor([token]))
+
+    def on_finish(_: int, tokens: list[int], reason: str) -> None:
+        got.extend(tokens)
+        if streamer is not None:
+            streamer.end()
+
+    # The generate stage's decoding, one slot, greedy, until the end of turn or max_new_tokens.
+    decode(model, tok, [chat_prompt_ids(tok, messages)], Decoding(max_new_tokens=max_new_tokens), slots=1,
+           on_finish=on_finish, on_token=on_token)
+    answer_text = tok.decode(got, skip_special_tokens=True)
     return answer_text, extract_answer(answer_text, strict=False)
 
 

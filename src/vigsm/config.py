@@ -112,7 +112,7 @@ class TrainParams:
 class GenerateParams:
     """Decoding the test split."""
 
-    batch_size: int = knob(ge=1)
+    batch_size: int = knob(ge=1)  # rows decoded together (slots); a finished row's slot is refilled
     base_16bit: bool = knob()  # decode from a 16-bit copy of the dequantised base (false: the 4-bit base)
     merge_adapter: bool = knob()  # fold the adapter into the 16-bit weights (rounds small updates away)
     max_new_tokens: int = knob(ge=1)
@@ -121,6 +121,8 @@ class GenerateParams:
     top_p: float = knob(gt=0, le=1)
     limit: int = knob(ge=0)  # 0: the whole test split; 100: the notebook's protocol
     seed: int = knob(ge=0)
+    stop_at_answer: bool = knob()  # end a row once its "### <number>" line is complete (vigsm.stopping)
+    stop_loops: bool = knob()  # end a row whose last tokens repeat one short cycle (vigsm.stopping)
 
 
 @dataclass(frozen=True)

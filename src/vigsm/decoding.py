@@ -1,0 +1,340 @@
+"""Slot-based decoding over a Hugging Face causal LM: a finished row leaves the batch at once, and free
+slots are refilled with waiting prompts.
+
+Why not transformers' continuous batching (``generate_batch`` / ``ContinuousBatchingManager``, 5.17)?
+It runs with a separate PEFT adapter: on the CPU (2026-11-29) with a tiny random Llama + LoRA adapter
+(PeftModel over a base loaded with ``attn_implementation="paged|sdpa"``), greedy, 4 prompts x 24 tokens,
+its tokens equal ``model.generate``'s for 4 of 4 prompts (a weak check: that random model repeats one
+token); ``"sdpa_paged"`` is refused. Its manager can hand out each request as it finishes
+(``get_result``, ``request_id_iter``; not exercised here). Against it: on the H200 probe of issue 12
+(0.5B-shaped Qwen2, bfloat16, separate LoRA, 512 prompts x 256 tokens) it ran at 2,059-2,557 new
+tokens/s against 5,700-5,900 for one static ``generate`` batch, 2.2-2.8x slower, and its CUDA graphs
+with async batching ran out of memory; it runs its own paged attention, so
+:func:`vigsm.attention.gqa_decode_attention` does not apply; and a request ends only at its
+end-of-sequence ids or its length cap (``add_request``), so the stop rules below would need a watcher
+cancelling requests from outside. This module keeps the static path's kernels (the model's own forward
+with a ``DynamicCache``, SDPA or the registered decode attention) and removes its waste instead:
+
+- every row decodes in one running batch of at most ``slots`` rows, left-padded, with per-row positions;
+- a row that ends (end of turn, ``max_new_tokens``, or a stop rule of :mod:`vigsm.stopping`) is handed to
+  ``on_finish`` and dropped from the batch and its KV cache before the next step, so no step is spent on
+  it; cache columns that only padding uses any more are cut off;
+- when a quarter of the slots (at least one) are free, the next waiting prompts are prefilled as a batch
+  of their own and their cache is merged into the running one (both left-padded to one length; where a
+  row's padding sits does not matter, since its mask hides it and its positions are passed explicitly).
+
+Only full-attention caches (``DynamicLayer``) are merged and trimmed: the models here (Qwen2.5, SmolLM2,
+Llama) use no sliding-window layers.
+
+Greedy decoding picks the arg-max as ``generate`` does, after the model's ``generation_config``
+repetition penalty where it sets one (as ``generate`` applies it). Sampling draws each token from the
+row's own counter-based random stream (question seed, token index), so a row's sample does not depend on
+which rows share its batch, nor on the number of slots.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigsm.stopping import continue_cycle, loop_period
+
+REFILL_SHARE = 4  # refill once slots // REFILL_SHARE (at least one) are free: one prefill per several rows
+LOOP_CHECK_EVERY = 16  # tokens between loop checks of a row (pure Python, so not at every step)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """What to decode: the length cap, greedy or sampling, and the stop rules."""
+
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop_at_answer: bool = False
+    stop_loops: bool = False
+
+
+@dataclass
+class DecodeStats:
+    """Work done, summed over calls: ``row_steps`` counts the rows of every forward pass that produced a
+    next token (a prefill counts its rows once), so ``1 - new_tokens / row_steps`` is the share of work
+    spent on rows that no longer needed it (0 here by construction; large for a static batch)."""
+
+    row_steps: int = 0
+    new_tokens: int = 0  # tokens the model computed (end-of-turn tokens included)
+    cycle_tokens: int = 0  # tokens written by continue_cycle for rows stopped as loops, not computed
+    forward_steps: int = 0
+    prefills: int = 0
+    stopped: dict[str, int] = field(default_factory=lambda: {"eos": 0, "answer": 0, "loop": 0, "max_new_tokens": 0})
+
+    def as_dict(self) -> dict[str, Any]:
+        waste = 1 - self.new_tokens / self.row_steps if self.row_steps else None
+        return {"row_steps": self.row_steps, "new_tokens": self.new_tokens, "cycle_tokens": self.cycle_tokens,
+                "waste": round(waste, 4) if waste is not None else None, "forward_steps": self.forward_steps,
+                "prefills": self.prefills, "stopped_at_eos": self.stopped["eos"],
+                "stopped_at_answer": self.stopped["answer"], "stopped_as_loop": self.stopped["loop"],
+                "hit_max_new_tokens": self.stopped["max_new_tokens"]}
+
+
+# id(tokenizer) -> (tokenizer, classes); holding the tokenizer keeps its id from being reused
+_TOKEN_CLASSES: dict[int, tuple[Any, tuple[frozenset[int], frozenset[int]]]] = {}
+
+
+def _token_classes(tok: Any) -> tuple[frozenset[int], frozenset[int]]:
+    """Ids whose text holds a newline, and ids whose text holds a marker character (cached per tokenizer):
+    only such tokens can complete an answer line, so only then is a row's text decoded."""
+    key = id(tok)
+    if key not in _TOKEN_CLASSES:
+        pieces = tok.batch_decode([[i] for i in range(len(tok))])
+        _TOKEN_CLASSES[key] = (tok, (frozenset(i for i, s in enumerate(pieces) if "\n" in s),
+                                     frozenset(i for i, s in enumerate(pieces) if "#" in s or "\uff03" in s)))
+    return _TOKEN_CLASSES[key][1]
+
+
+def eos_ids(model: Any, tok: Any) -> set[int]:
+    """The ids that end a turn: the model's generation_config (as ``generate`` reads them), else the
+    tokenizer's end-of-sequence token."""
+    gc = getattr(model, "generation_config", None)
+    eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+    if eos is None:
+        eos = tok.eos_token_id
+    return set(eos) if isinstance(eos, list | tuple) else {eos}
+
+
+def _processors(model: Any, dec: Decoding) -> Any:
+    """transformers' own logits processors for what ``generate`` would apply with this decoding."""
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    gc = getattr(model, "generation_config", None)
+    procs = LogitsProcessorList()
+    penalty = getattr(gc, "repetition_penalty", None)
+    if penalty not in (None, 1.0):
+        procs.append(RepetitionPenaltyLogitsProcessor(penalty))
+    if dec.do_sample:
+        if dec.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(dec.temperature))
+        top_k = getattr(gc, "top_k", None)  # generate keeps the generation_config's top_k when sampling
+        if top_k:
+            procs.append(TopKLogitsWarper(top_k))
+        if dec.top_p < 1.0:
+            procs.append(TopPLogitsWarper(dec.top_p))
+    return procs
+
+
+# splitmix64 constants, as signed 64-bit integers (torch has no unsigned 64-bit arithmetic).
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MIX2 = 0x94D049BB133111EB - (1 << 64)
+
+
+def _srl(x: Any, k: int) -> Any:
+    return (x >> k) & ((1 << (64 - k)) - 1)  # a logical shift: >> on int64 is arithmetic
+
+
+def _mix(x: Any) -> Any:
+    x = (x ^ _srl(x, 30)) * _MIX1
+    x = (x ^ _srl(x, 27)) * _MIX2
+    return x ^ _srl(x, 31)
+
+
+def row_uniforms(seeds: Any, steps: Any, vocab: int) -> Any:
+    """Uniforms in (0, 1), shape [rows, vocab], a pure function of (seed, step, token id) per row."""
+    import torch
+
+    key = _mix(seeds * _GOLDEN + steps)
+    ids = torch.arange(vocab, device=seeds.device, dtype=torch.int64)
+    x = _mix(key[:, None] ^ _mix(ids * _GOLDEN + 1)[None, :])
+    return (_srl(x, 11).double() + 0.5) * 2.0 ** -53
+
+
+class _Batch:
+    """The running rows: their KV cache, attention mask, next positions and (where needed) token ids."""
+
+    def __init__(self, keep_ids: bool) -> None:
+        self.cache: Any = None
+        self.mask: Any = None  # [B, L] long
+        self.pos: Any = None  # [B] next position of each row
+        self.ids: Any = None  # [B, L] prompt and generated ids (for the repetition penalty), left-padded
+        self.keep_ids = keep_ids
+
+    def __len__(self) -> int:
+        return 0 if self.mask is None else int(self.mask.shape[0])
+
+    @staticmethod
+    def _left_pad(t: Any, length: int, dim: int, value: float = 0) -> Any:
+        import torch
+
+        missing = length - t.shape[dim]
+        if missing == 0:
+            return t
+        shape = list(t.shape)
+        shape[dim] = missing
+        return torch.cat([torch.full(shape, value, dtype=t.dtype, device=t.device), t], dim=dim)
+
+    def merge(self, other: _Batch, pad_id: int) -> None:
+        """Append ``other``'s rows below these, both left-padded to the longer cache."""
+        import torch
+
+        if self.mask is None:
+            self.cache, self.mask, self.pos, self.ids = other.cache, other.mask, other.pos, other.ids
+            return
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys = torch.cat([self._left_pad(mine.keys, length, -2), self._left_pad(theirs.keys, length, -2)])
+            mine.values = torch.cat([self._left_pad(mine.values, length, -2),
+                                     self._left_pad(theirs.values, length, -2)])
+        self.mask = torch.cat([self._left_pad(self.mask, length, 1), self._left_pad(other.mask, length, 1)])
+        self.pos = torch.cat([self.pos, other.pos])
+        if self.keep_ids:
+            width = max(self.ids.shape[1], other.ids.shape[1])
+            self.ids = torch.cat([self._left_pad(self.ids, width, 1, pad_id),
+                                  self._left_pad(other.ids, width, 1, pad_id)])
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows ``keep`` (in this order), then drop the cache columns no kept row attends to."""
+        import torch
+
+        if len(keep) == len(self):
+            return
+        if not keep:
+            self.cache = self.mask = self.pos = self.ids = None
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.pos = self.mask[index], self.pos[index]
+        if self.keep_ids:
+            self.ids = self.ids[index]
+        first = int(self.mask.any(dim=0).long().argmax())
+        if first > 0:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+
+
+def _prefill(model: Any, prompts: list[list[int]], pad_id: int, keep_ids: bool) -> tuple[_Batch, Any]:
+    """Run the prompts as one left-padded batch; return their batch state and last-position logits."""
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate derives position ids
+    batch = _Batch(keep_ids)
+    batch.cache = DynamicCache(config=model.config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=batch.cache, use_cache=True,
+                logits_to_keep=1)
+    batch.mask, batch.pos = mask, mask.sum(-1)
+    batch.ids = ids if keep_ids else None
+    return batch, out.logits[:, -1, :].float()
+
+
+@dataclass
+class _Row:
+    index: int
+    seed: int
+    tokens: list[int] = field(default_factory=list)
+    marker_seen: bool = False
+
+
+def decode(model: Any, tok: Any, prompts: list[list[int]], dec: Decoding, *, slots: int,
+           on_finish: Callable[[int, list[int], str], None], seeds: list[int] | None = None,
+           stats: DecodeStats | None = None, on_token: Callable[[int, int], None] | None = None) -> DecodeStats:
+    """Decode every prompt (token ids, chat template applied) with at most ``slots`` rows at a time.
+
+    ``on_finish(i, tokens, reason)`` is called as soon as prompt ``i`` ends, with its new token ids (the
+    end-of-turn token included where there is one) and the reason: ``eos``, ``max_new_tokens``, ``answer``
+    or ``loop`` (:mod:`vigsm.stopping`). ``on_token(i, token)`` sees every computed token as it comes.
+    Prompts are taken in the given order. ``seeds`` (one per prompt) drive sampling; greedy ignores them.
+    """
+    import torch
+
+    from vigsm.stopping import answer_end
+
+    stats = stats if stats is not None else DecodeStats()
+    seeds = seeds if seeds is not None else [0] * len(prompts)
+    eos = eos_ids(model, tok)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos))
+    procs = _processors(model, dec)
+    keep_ids = len(procs) > 0
+    newline_ids, marker_ids = _token_classes(tok) if dec.stop_at_answer else (frozenset(), frozenset())
+    waiting = deque(range(len(prompts)))
+    rows: list[_Row] = []
+    batch = _Batch(keep_ids)
+    logits = None
+    refill_at = max(1, slots // REFILL_SHARE)
+    with torch.inference_mode():
+        while waiting or rows:
+            free = slots - len(rows)
+            if waiting and (not rows or free >= refill_at):
+                take = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                new, new_logits = _prefill(model, [prompts[i] for i in take], pad_id, keep_ids)
+                stats.prefills += 1
+                batch.merge(new, pad_id)
+                rows += [_Row(i, seeds[i]) for i in take]
+                logits = new_logits if logits is None else torch.cat([logits, new_logits])
+            stats.forward_steps += 1
+            stats.row_steps += len(rows)
+            if keep_ids:
+                logits = procs(batch.ids, logits)
+            if dec.do_sample:
+                seed_t = torch.tensor([r.seed for r in rows], device=logits.device, dtype=torch.int64)
+                step_t = torch.tensor([len(r.tokens) for r in rows], device=logits.device, dtype=torch.int64)
+                gumbel = -torch.log(-torch.log(row_uniforms(seed_t, step_t, logits.shape[-1])))
+                chosen = (logits.double() + gumbel).argmax(-1)
+            else:
+                chosen = logits.argmax(-1)
+            keep, finished = [], []
+            for j, (row, t) in enumerate(zip(rows, chosen.tolist(), strict=True)):
+                row.tokens.append(t)
+                stats.new_tokens += 1
+                if on_token is not None:
+                    on_token(row.index, t)
+                reason = None
+                if t in eos:
+                    reason = "eos"
+                elif len(row.tokens) >= dec.max_new_tokens:
+                    reason = "max_new_tokens"
+                elif dec.stop_at_answer:
+                    row.marker_seen = row.marker_seen or t in marker_ids
+                    if row.marker_seen and t in newline_ids and \
+                            answer_end(tok.decode(row.tokens, skip_special_tokens=True)) is not None:
+                        reason = "answer"
+                if reason is None and dec.stop_loops and len(row.tokens) % LOOP_CHECK_EVERY == 0:
+                    period = loop_period(row.tokens)
+                    if period is not None:
+                        stats.cycle_tokens += dec.max_new_tokens - len(row.tokens)
+                        row.tokens = continue_cycle(row.tokens, period, dec.max_new_tokens)
+                        reason = "loop"
+                if reason is None:
+                    keep.append(j)
+                else:
+                    stats.stopped[reason] += 1
+                    finished.append((row, reason))
+            for row, reason in finished:
+                on_finish(row.index, row.tokens, reason)
+            if len(keep) < len(rows):
+                batch.select(keep)
+                rows = [rows[j] for j in keep]
+                chosen = chosen[torch.tensor(keep, device=chosen.device)] if keep else chosen[:0]
+            logits = None
+            if not rows:
+                continue
+            if keep_ids:
+                batch.ids = torch.cat([batch.ids, chosen[:, None]], dim=1)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(rows), 1)], dim=1)
+            out = model(input_ids=chosen[:, None], attention_mask=batch.mask, position_ids=batch.pos[:, None],
+                        past_key_values=batch.cache, use_cache=True)
+            batch.pos = batch.pos + 1
+            logits = out.logits[:, -1, :].float()
+    return stats
