@@ -128,6 +128,27 @@ def main() -> None:
     seconds: dict[str, list[float]] = {k: [] for k in paths}
     texts: dict[str, dict[str, str]] = {}
     work: dict[str, dict[str, Any]] = {}
+    refs = {row["id"]: row["answer"] for row in rows}
+
+    def summarize() -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "questions": len(rows), "repeats": args.repeats, "slots": gp.batch_size,
+            "max_new_tokens": gp.max_new_tokens, "stop_at_answer": gp.stop_at_answer, "stop_loops": gp.stop_loops,
+            "model": model_p.name, "adapter": str(args.adapter) if args.adapter else None,
+            "base_16bit": gp.base_16bit, "merge_adapter": gp.merge_adapter, "load_seconds": round(load_seconds, 2),
+            "device": _device(),
+            "paths": {name: {"seconds_median": statistics.median(s), "seconds_min": min(s), "seconds_max": max(s),
+                             "seconds": s, **{k: v for k, v in work[name].items() if v is not None},
+                             "waste": 1 - work[name]["new_tokens"] / work[name]["row_steps"]}
+                      for name, s in seconds.items()},
+            "static_vs_slots_no_stop": compare(texts["static"], texts["slots-no-stop"], refs),
+            "static_vs_slots": compare(texts["static"], texts["slots"], refs),
+            "stop_rules_off_vs_on": compare(texts["slots-no-stop"], texts["slots"], refs),
+        }
+        result["speedup_static_over_slots"] = (result["paths"]["static"]["seconds_median"]
+                                               / result["paths"]["slots"]["seconds_median"])
+        return result
+
     for r in range(args.repeats):
         for name, (fn, p) in paths.items():
             _sync()
@@ -138,25 +159,10 @@ def main() -> None:
             if r == 0:
                 texts[name], work[name] = out, figures
             print(f"[bench] round {r + 1}/{args.repeats} {name}: {seconds[name][-1]:.2f}s", flush=True)
-    refs = {row["id"]: row["answer"] for row in rows}
-    result: dict[str, Any] = {
-        "questions": len(rows), "repeats": args.repeats, "slots": gp.batch_size,
-        "max_new_tokens": gp.max_new_tokens, "stop_at_answer": gp.stop_at_answer, "stop_loops": gp.stop_loops,
-        "model": model_p.name, "adapter": str(args.adapter) if args.adapter else None,
-        "base_16bit": gp.base_16bit, "merge_adapter": gp.merge_adapter, "load_seconds": round(load_seconds, 2),
-        "device": _device(),
-        "paths": {name: {"seconds_median": statistics.median(s), "seconds_min": min(s), "seconds_max": max(s),
-                         "seconds": s, **{k: v for k, v in work[name].items() if v is not None},
-                         "waste": 1 - work[name]["new_tokens"] / work[name]["row_steps"]}
-                  for name, s in seconds.items()},
-        "static_vs_slots_no_stop": compare(texts["static"], texts["slots-no-stop"], refs),
-        "static_vs_slots": compare(texts["static"], texts["slots"], refs),
-        "stop_rules_off_vs_on": compare(texts["slots-no-stop"], texts["slots"], refs),
-    }
-    result["speedup_static_over_slots"] = (result["paths"]["static"]["seconds_median"]
-                                           / result["paths"]["slots"]["seconds_median"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        # after every round, so a run cut off by a time limit keeps the rounds it finished
+        result = summarize()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     for name, p in result["paths"].items():
         print(f"{name:14s} median {p['seconds_median']:.2f}s  new {p['new_tokens']}  row-steps {p['row_steps']}  "
               f"waste {p['waste']:.3f}")

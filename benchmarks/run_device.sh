@@ -122,7 +122,10 @@ case $what in
       train generate-base generate
     mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
     cp -r models/adapter "$OUT/learning/adapter"
-    [[ -n ${PATHS_CMD:-} ]] && eval "$PATHS_CMD"
+    # the generate stage's slot path against the static batch on the fine-tuned model (texts, answers, time)
+    python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl \
+      --adapter models/adapter --repeats 3 --out "$OUT/h200-genpaths.json" 2>&1 | tee "$OUT/genpaths.log" \
+      | grep -v "^\[bench\] round"
     ;;
   defaults)
     python3 benchmarks/defaults_bench.py --tokenizer .bench/tokenizer --out "$OUT/h200-defaults.json" --notebook-gen \
