@@ -27,8 +27,17 @@ def _dir_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+# The model keys that generating reads (loading, dtype, 4-bit): every key but max_seq_length, which only
+# training uses. dvc.yaml declares exactly these for the generate stages, and the fingerprint hashes only
+# these, so a new max_seq_length neither reruns generate nor discards its partial file.
+MODEL_KEYS = ("name", "revision", "gguf_file", "load_in_4bit", "dtype", "trust_remote_code")
+
+
 def fingerprint(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapter_dir: Path | None) -> str:
-    h = hashlib.sha256(json.dumps([as_dict(mp), as_dict(gp)], sort_keys=True).encode())
+    """A digest of what shapes the predictions: the model keys read, the generate section, the prompts
+    and the adapter's files."""
+    model = {k: v for k, v in as_dict(mp).items() if k in MODEL_KEYS}
+    h = hashlib.sha256(json.dumps([model, as_dict(gp)], sort_keys=True).encode())
     h.update(json.dumps([[r["id"], r["prompt"]] for r in rows], ensure_ascii=False).encode())
     h.update((_dir_digest(adapter_dir) if adapter_dir else "no-adapter").encode())
     return h.hexdigest()[:16]
