@@ -283,6 +283,9 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         raise VigsmError(f"loss mask is wrong: {coverage['prompt_tokens_labelled']} prompt tokens carry labels "
                          f"and {coverage['completion_tokens_labelled']} completion tokens do")
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+    # Read before training: the checkpoint rotation may delete the checkpoint resumed from.
+    epochs_before = float(json.loads((resume / "trainer_state.json").read_text()).get("epoch") or 0.0) if resume \
+        else 0.0
     if resume:
         print(f"[vigsm] resuming from {resume}", flush=True)
     t0 = time.time()
@@ -300,8 +303,6 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     epochs_done = float(trainer.state.epoch or 0.0)
     # Throughput of this process: only the epochs trained since the checkpoint it resumed from, over its
     # own wall time (all epochs' tokens over a resumed run's time would overstate it).
-    epochs_before = float(json.loads((resume / "trainer_state.json").read_text()).get("epoch") or 0.0) if resume \
-        else 0.0
     tokens_this_run = sum(lengths) * (epochs_done - epochs_before)
     metrics = {
         "eval_loss": eval_loss,
