@@ -366,7 +366,7 @@ def run_all(args) -> None:
                               "LoRA r=32 alpha 32 rsLoRA on the 7 projections; data: the bundled sample's "
                               "prompt/completion records",
                      "mfu_definition": f"non-padding tokens/s x 4 x {base_params()} base parameters / "
-                                       f"{PEAK_BF16_DENSE:.0e} (H200 dense bf16 datasheet)",
+                                       f"{PEAK_BF16_DENSE / 1e12:g}e12 (H200 dense bf16 datasheet)",
                      "train": [], "generate": []}
 
     def save() -> None:  # after every measurement, so a cut-off run still leaves its figures

@@ -153,11 +153,20 @@ def test_numbers_equal(a, b, equal):
 
 
 def test_notebook_failures_are_fixed():
-    """The seed's string equality called these wrong; the numeric comparison calls them right."""
-    for raw, ref in [("### $18", "18"), ("### 18 đô la", "18"), ("### 1.000", "1000"), ("### 1,000", "1000"),
-                     ("### 18.0", "18")]:
-        assert raw.split("###", 1)[1].strip() != ref  # the seed's exact match: wrong
-        assert numbers_equal(extract_answer(raw), ref)  # corrected: right
+    """The seed's string equality (as vigsm.scoring reproduces it) called these wrong; the numeric
+    comparison calls them right."""
+    from vigsm.config import ScoreParams
+    from vigsm.scoring import score_variant
+
+    cases = [("### $18", "18"), ("### 18 đô la", "18"), ("### 1.000", "1000"), ("### 1,000", "1000"),
+             ("### 18.0", "18")]
+    rows = [{"id": f"t{i}", "raw": raw, "question": "q", "reference": f"lời giải\n### {ref}",
+             "reference_explanation": "lời giải", "reference_answer": ref} for i, (raw, ref) in enumerate(cases)]
+    scores, per_q = score_variant(rows, ScoreParams(confidence=0.95, bootstrap_samples=100, seed=0,
+                                                    report_examples=0))
+    assert scores["exact_match_seed"] == 0.0  # the seed's exact match: every one wrong
+    assert scores["exact_match_strict"] == scores["exact_match_flexible"] == 1.0  # corrected: every one right
+    assert [q["answer_strict"] for q in per_q] == ["18", "18", "1000", "1000", "18"]
 
 
 def test_answer_field_normalisation_keeps_sign_and_decimals():

@@ -1,8 +1,10 @@
 """prepare: sources, normalisation, chat records, and bad data (clear error or counted skip)."""
 
 import json
+import re
 import subprocess
 import sys
+from fractions import Fraction
 
 import pytest
 
@@ -34,13 +36,57 @@ def test_bundled_sample_is_reproducible_and_correct():
     assert any("\n" in r["explanation"] for r in train)  # multi-step
 
 
+# One operand as the sample writes it: optional sign and $, digits with "." or "," separators, optional %.
+_OPERAND = r"-?\$?\d[\d.,]*%?"
+_EQUATION = re.compile(rf"(?P<lhs>{_OPERAND}(?: [-+*/] {_OPERAND})*) = (?P<rhs>{_OPERAND})")
+
+
+def _value(operand: str) -> Fraction:
+    from vigsm.answers import canonical_number
+
+    percent = operand.endswith("%")
+    value = Fraction(canonical_number(operand.rstrip("%").replace("$", "")))
+    return value / 100 if percent else value
+
+
+def _evaluate(lhs: str) -> Fraction:
+    """Evaluate "a op b op c" with the usual precedence, on exact fractions."""
+    parts = lhs.split(" ")
+    terms = [[_value(parts[0])]]  # sums of products
+    signs = [1]
+    for op, operand in zip(parts[1::2], parts[2::2], strict=True):
+        if op in "*/":
+            terms[-1].append(_value(operand) if op == "*" else 1 / _value(operand))
+        else:
+            terms.append([_value(operand)])
+            signs.append(1 if op == "+" else -1)
+    total = Fraction(0)
+    for sign, factors in zip(signs, terms, strict=True):
+        product = Fraction(1)
+        for f in factors:
+            product *= f
+        total += sign * product
+    return total
+
+
 def test_sample_answers_are_right_by_construction():
-    """The explanation's last line ends with the computation that yields the answer."""
+    """Every equation in every explanation holds, and the last one's result is the answer."""
     from vigsm.answers import canonical_number
 
     for row in read_jsonl(SAMPLE / "train.jsonl") + read_jsonl(SAMPLE / "test.jsonl"):
-        last_line = row["explanation"].splitlines()[-1]
-        assert canonical_number(last_line.split("=")[-1]) == canonical_number(row["answer"]), row
+        equations = list(_EQUATION.finditer(row["explanation"]))
+        # Every "=" belongs to an equation the pattern parsed: none is skipped unchecked.
+        assert len(equations) == row["explanation"].count("=") >= 1, row
+        for eq in equations:
+            assert _evaluate(eq["lhs"]) == _value(eq["rhs"]), (eq[0], row)
+        assert _value(equations[-1]["rhs"]) == Fraction(canonical_number(row["answer"])), row
+
+
+def test_equation_check_sees_a_wrong_result():
+    eq = _EQUATION.search("Phúc đã bán 120 / 2 = 67 bông hoa")
+    assert eq["lhs"] == "120 / 2" and _evaluate(eq["lhs"]) == 60 != _value(eq["rhs"])
+    assert _evaluate("$15 * 30%") == Fraction(9, 2) and _evaluate("25.000 * 3") == 75000
+    assert _evaluate("-5 - 3 + 2 * 4") == 0
 
 
 def test_prepare_sample_records():

@@ -41,10 +41,14 @@ def test_wilson_interval():
     assert lo == pytest.approx(0.3751, abs=1e-3) and hi == pytest.approx(0.5671, abs=1e-3)
     assert hi - lo > 0.18  # about +-10 points on 100 questions
     assert M.wilson_interval(0, 0) == (0.0, 1.0)
+    # At 0 or n successes the far bound is z^2 / (n + z^2) from the edge: 3.8415 / 53.8415 for n = 50.
     lo, hi = M.wilson_interval(0, 50)
-    assert lo == 0.0 and 0 < hi < 0.1
+    assert lo == 0.0 and hi == pytest.approx(0.07135, abs=1e-4)
     lo, hi = M.wilson_interval(50, 50)
-    assert hi == 1.0 and 0.9 < lo < 1
+    assert hi == 1.0 and lo == pytest.approx(0.92865, abs=1e-4)
+    # 1 of 4: [0.0456, 0.6994] at 95% (Newcombe 1998); at 90% z = 1.6449 gives [0.0579, 0.6438] by hand.
+    assert M.wilson_interval(1, 4) == pytest.approx((0.04559, 0.69936), abs=1e-4)
+    assert M.wilson_interval(1, 4, confidence=0.90) == pytest.approx((0.05791, 0.64383), abs=1e-4)
 
 
 def test_mcnemar_exact():
@@ -83,4 +87,8 @@ def test_bleu_has_signature_and_interval():
 def test_exact_match_summary_flat_keys():
     out = M.exact_match_summary([True, False, True, False], [False, True, False, False], "em")
     assert out["em"] == 0.5 and out["em_no_answer"] == 0.25
-    assert out["em_lo"] < 0.5 < out["em_hi"]
+    # The Wilson interval for 2 of 4 at 95%, a literal: a (0, 1) or Wald interval cannot match it.
+    assert (out["em_lo"], out["em_hi"]) == pytest.approx((0.15004, 0.84996), abs=1e-4)
+    assert set(out) == {"em", "em_lo", "em_hi", "em_no_answer"}
+    three = M.exact_match_summary([True, True, True, False], [False] * 4, "x", confidence=0.95)
+    assert (three["x"], three["x_lo"], three["x_hi"]) == pytest.approx((0.75, 0.30064, 0.95442), abs=1e-4)

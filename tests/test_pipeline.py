@@ -4,9 +4,13 @@ comparison between experiments, determinism, and no secrets in the outputs."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -27,7 +31,7 @@ def project(tmp_path_factory, tiny_model_dir) -> Path:
     return dest
 
 
-def test_repro_writes_every_output(project):
+def test_repro_writes_every_output(project, tiny_model_dir):
     p = project
     for path in ("data/prepared/train.jsonl", "data/prepared/test.jsonl", "data/prepared/stats.json",
                  "models/adapter/adapter_model.safetensors", "models/adapter/adapter_config.json",
@@ -36,9 +40,23 @@ def test_repro_writes_every_output(project):
                  "metrics/per_question/finetuned.jsonl", "dvclive/metrics.json"):
         assert (p / path).is_file(), path
     train = json.loads((p / "metrics/train.json").read_text())
-    assert train["perplexity"] == pytest.approx(__import__("math").exp(train["eval_loss"]))
-    assert train["prompt_tokens_labelled"] == 0 and train["completion_tokens_labelled"] > 0
-    assert "completion only" in train["loss_tokens"]
+    # Trained, not just written: the steps params ask for, a finite loss, and an adapter that moved. LoRA
+    # starts with B = 0 (no effect); after the optimiser steps every B must be nonzero.
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    assert train["global_step"] == 4 and math.isfinite(train["eval_loss"]) and train["eval_loss"] > 0
+    lora_b = {k: v for k, v in load_file(p / "models/adapter/adapter_model.safetensors").items() if "lora_B" in k}
+    assert lora_b and all(v.abs().max().item() > 0 for v in lora_b.values()), sorted(lora_b)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # The loss mask, counted independently: each of the first 8 training examples labels exactly its
+    # completion, i.e. its chat tokens minus its prompt-with-generation-prompt tokens.
+    rows = [json.loads(x) for x in (p / "data/prepared/train.jsonl").read_text().splitlines()[:8]]
+    chat_len = lambda msgs, **kw: len(tok(tok.apply_chat_template(msgs, tokenize=False, **kw),  # noqa: E731
+                                          add_special_tokens=False)["input_ids"])
+    completion = sum(chat_len(r["prompt"] + r["completion"]) - chat_len(r["prompt"], add_generation_prompt=True)
+                     for r in rows)
+    assert abs(train["completion_tokens_labelled"] - completion) <= len(rows), (train, completion)
     score = json.loads((p / "metrics/score.json").read_text())
     for variant in ("base", "finetuned"):
         s = score[variant]
@@ -58,7 +76,7 @@ def test_repro_writes_every_output(project):
     assert "up to date" in status.stdout
 
 
-def test_metrics_and_params_show(project):
+def test_metrics_params_and_plots_show(project):
     shown = json.loads(run([*DVC, "metrics", "show", "--json"], project).stdout)
     flat = json.dumps(shown)
     assert "exact_match_flexible_lo" in flat and "eval_loss" in flat
@@ -66,6 +84,14 @@ def test_metrics_and_params_show(project):
     assert {"Loss", "Learning rate", "Gradient norm"} <= set(plots)
     values = plots["Loss"][0]["content"]["data"]["values"]
     assert {v["filename"] for v in values} >= {"loss.tsv"} and len(values) >= 3
+    # DVC 3 has no `dvc params show`; `params diff --all` lists every param, changed or not.
+    diff = json.loads(run([*DVC, "params", "diff", "--all", "--json"], project).stdout)["params.yaml"]
+    written = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    # (it prints a list as its Python repr)
+    flat = {f"{section}.{key}": str(value) if isinstance(value, list) else value
+            for section, keys in written.items() for key, value in keys.items()}
+    assert {k: v["new"] for k, v in diff.items()} == flat
+    assert diff["lora.r"]["new"] == 4 and diff["model.max_seq_length"]["new"] == 512
 
 
 def stages_rerun_after(project: Path, section: str, key: str, value) -> set[str]:
@@ -94,6 +120,9 @@ def stages_rerun_after(project: Path, section: str, key: str, value) -> set[str]
     [
         # check reruns on every params change; its unchanged output reruns nothing by itself.
         ("score", "bootstrap_samples", 300, {"check", "score"}),
+        # generate does not read max_seq_length; training does (300 truncates about half the examples,
+        # whose chats run 281-362 tokens, so the adapter and then its predictions change)
+        ("model", "max_seq_length", 300, {"check", "train", "generate", "score"}),
         ("generate", "max_new_tokens", 8, {"check", "generate-base", "generate", "score"}),
         ("lora", "r", 8, {"check", "train", "generate", "score"}),
         ("train", "learning_rate", 1e-1, {"check", "train", "generate", "score"}),
@@ -104,10 +133,54 @@ def test_selective_reruns(project, section, key, value, expected):
     assert stages_rerun_after(project, section, key, value) == expected
 
 
-def test_no_secret_in_outputs(project):
+class _FakeHub(BaseHTTPRequestHandler):
+    """Answers every request as the hub does for a missing repo, and records the Authorization header."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self):
+        _FakeHub.seen.append(self.headers.get("Authorization", ""))
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepositoryNotFound")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_no_secret_in_outputs(project, tmp_path):
+    """HF_TOKEN is planted where it is read: a hub-shaped model name against a local stand-in for the hub,
+    which must receive the token (so the hub code path really ran) and answer "not found". The token must
+    then appear nowhere: not in the output of the failed run, nor in any file of the project, .git and
+    .dvc included."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"HF_TOKEN": PLANTED_TOKEN, "HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+           "HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    name = params["model"]["name"]
+    params["model"]["name"] = "no-such-owner/no-such-model"
+    write_params(project / "params.yaml", params)
+    try:
+        failed = run([*DVC, "repro"], project, check=False, env=env, timeout=300)
+    finally:
+        server.shutdown()
+        params["model"]["name"] = name
+        write_params(project / "params.yaml", params)
+        run([*DVC, "repro"], project)  # the trained adapter comes back from the run cache
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "no-such-owner/no-such-model" in output, output[-3000:]
+    assert f"Bearer {PLANTED_TOKEN}" in _FakeHub.seen, _FakeHub.seen
+    assert PLANTED_TOKEN not in output
+    searched = 0
     for path in project.rglob("*"):
-        if path.is_file() and ".git" not in path.parts and ".dvc" not in path.parts:
+        if path.is_file() and not path.is_symlink():
+            searched += 1
             assert PLANTED_TOKEN.encode() not in path.read_bytes(), path
+    assert searched > 50 and (project / ".dvc" / "cache").is_dir()
 
 
 def test_determinism_same_params_same_metrics(project, tmp_path, tiny_model_dir):

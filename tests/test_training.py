@@ -135,6 +135,10 @@ def test_training_resumes_after_sigkill(prepared, tmp_path, tiny_model_dir):
     m_killed = json.loads((killed / "train.json").read_text())
     assert m_killed["resumed_from_step"] >= 2 and m_killed["global_step"] == m_ref["global_step"] == 8
     assert m_killed["eval_loss"] == pytest.approx(m_ref["eval_loss"], abs=1e-4)
+    # Throughput counts only the steps this process trained, not the ones before the checkpoint.
+    share = (8 - m_killed["resumed_from_step"]) / 8
+    assert m_killed["train_tokens_this_run"] == pytest.approx(m_ref["train_tokens_this_run"] * share, abs=1)
+    assert m_ref["train_tokens_this_run"] > 0
     from safetensors.torch import load_file
 
     a = load_file(ref / "adapter" / "adapter_model.safetensors")

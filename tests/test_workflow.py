@@ -72,16 +72,99 @@ def _greedy(model_dir: Path, adapter: Path | None, merged: Path | None = None) -
     return tok.batch_decode(out[:, enc["input_ids"].shape[1]:])
 
 
+def _logits(model_dir: Path, adapter: Path | None = None):
+    """float32 logits of one teacher-forced chat batch (plain transformers + PEFT, not vigsm's loader)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    text = tok.apply_chat_template([{"role": "user", "content": "Lan có 2 cây bút, mua thêm 1 cây. Có bao nhiêu?"},
+                                    {"role": "assistant", "content": "2 + 1 = 3\n### 3"}], tokenize=False)
+    enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        return model.eval()(**enc).logits
+
+
 def test_export_merged_matches_base_plus_adapter(trained, tiny_model_dir, tmp_path):
+    """The merged model computes base + adapter, and the adapter matters: an export that dropped it, or
+    merged it with the wrong scale, fails on the logits even where greedy texts happen to agree."""
+    import torch
+
     out = tmp_path / "merged"
-    run([sys.executable, "-m", "vigsm.export", "--adapter", "models/adapter", "--out", str(out)], trained)
+    # --adapter omitted: export takes the train stage's adapter directory from dvc.yaml.
+    run([sys.executable, "-m", "vigsm.export", "--out", str(out)], trained)
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
-    assert _greedy(tiny_model_dir, None, merged=out) == _greedy(tiny_model_dir, trained / "models" / "adapter")
+    adapter = trained / "models" / "adapter"
+    base, with_adapter, merged = _logits(tiny_model_dir), _logits(tiny_model_dir, adapter), _logits(out)
+    effect = (with_adapter - base).abs().max().item()
+    assert effect > 1e-2, f"the trained adapter barely changes the logits ({effect:.2e}); the test cannot see it"
+    assert torch.allclose(merged, with_adapter, atol=effect * 1e-3, rtol=0), (merged - with_adapter).abs().max()
+    assert _greedy(tiny_model_dir, None, merged=out) == _greedy(tiny_model_dir, adapter)
 
 
-def test_ask_streams_and_extracts(trained):
-    proc = run([sys.executable, "-m", "vigsm.ask", "--max-new-tokens", "8", "Lan có 2 cây bút. Có bao nhiêu?"], trained)
-    assert "=> final answer:" in proc.stdout
+def test_dequantised_4bit_base_merges_the_adapter(trained, tiny_model_dir):
+    """The export path for a 4-bit base: vigsm.modeling.dequantize_to_16bit turns each NF4 layer back into
+    a dense one holding exactly bitsandbytes' dequantised weights, and the adapter merged on top computes
+    the same as the adapter kept separate. The base is quantised here by hand, on the CPU:
+    ``load_with_adapter`` itself refuses 4-bit loading without CUDA (the GPU tier covers that part)."""
+    bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is the gpu extra; NF4 also runs on a CPU")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vigsm.modeling import dequantize_to_16bit
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    expected = {}
+    for name, module in list(model.model.layers.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False, quant_type="nf4",
+                                      compute_dtype=torch.float32)
+                q.weight = bnb.nn.Params4bit(child.weight.data.clone(), requires_grad=False, quant_type="nf4").to("cpu")
+                expected[f"{name}.{child_name}".lstrip(".")] = (
+                    bnb.functional.dequantize_4bit(q.weight.data, q.weight.quant_state), child.weight.data.clone())
+                setattr(module, child_name, q)
+    assert len(expected) == 2 * 7  # every projection of both layers is NF4 now
+    dequantize_to_16bit(model, torch.float32)
+    layers = dict(model.model.layers.named_modules())
+    for name, (nf4, original) in expected.items():
+        layer = layers[name]
+        assert type(layer) is torch.nn.Linear, name
+        assert torch.equal(layer.weight.data, nf4), name  # bitsandbytes' dequantised weights, exactly
+        assert not torch.equal(layer.weight.data, original), name  # ...which are not the float32 ones
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    enc = tok("Lan có 2 cây bút, mua thêm 1 cây.", return_tensors="pt")
+    peft_model = PeftModel.from_pretrained(model, str(trained / "models" / "adapter")).eval()
+    with torch.inference_mode():
+        separate = peft_model(**enc).logits
+        with peft_model.disable_adapter():
+            without = peft_model(**enc).logits
+        merged = peft_model.merge_and_unload()(**enc).logits
+    effect = (separate - without).abs().max().item()
+    assert effect > 1e-2
+    assert torch.allclose(merged, separate, atol=effect * 1e-3, rtol=0)
+
+
+def test_ask_streams_and_extracts(trained, monkeypatch):
+    from vigsm.answers import extract_answer
+    from vigsm.ask import ask
+
+    question = "Lan có 2 cây bút. Có bao nhiêu?"
+    proc = run([sys.executable, "-m", "vigsm.ask", "--max-new-tokens", "8", question], trained)
+    # The CLI streams the greedy text, then the answer extracted from exactly that text: the same text and
+    # answer that ask() returns for the same question, adapter and params.
+    streamed, sep, printed = proc.stdout.rpartition("\n=> final answer: ")
+    monkeypatch.chdir(trained)
+    text, answer = ask(question, max_new_tokens=8, stream=False)
+    assert sep and streamed.strip() == text.strip(), proc.stdout
+    assert answer == extract_answer(text, strict=False)
+    assert printed.strip() == (answer if answer is not None else "(none found)"), proc.stdout
     by_rev = run([sys.executable, "-m", "vigsm.ask", "--rev", "HEAD", "--max-new-tokens", "8",
                   "Lan có 2 cây bút. Có bao nhiêu?"], trained)
     assert by_rev.stdout == proc.stdout  # the same adapter and params, read through DVC at HEAD

@@ -21,38 +21,41 @@ from typing import Any
 from vigsm.answers import extract_answer
 from vigsm.config import SECTIONS, parse_section, read_params
 from vigsm.errors import VigsmError, run_cli
-
-ADAPTER = "models/adapter"
+from vigsm.paths import adapter_dir as pipeline_adapter_dir
 
 
 def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, Any]:
+    """The params file ``params_path`` in the workspace, or as of ``rev`` through DVC."""
     if rev is None:
         return read_params(params_path)
     import dvc.api
 
     from vigsm.compare import resolve_rev
 
-    return dvc.api.params_show("params.yaml", rev=resolve_rev(rev))
+    return dvc.api.params_show(params_path, rev=resolve_rev(rev))
 
 
 def fetch_adapter(rev: str, dest: Path) -> Path:
-    """Copy models/adapter as of ``rev`` (git revision or experiment) into ``dest`` through DVC."""
+    """Copy the train stage's adapter as of ``rev`` (git revision or experiment) into ``dest`` through DVC;
+    its path is the one dvc.yaml declares at that revision."""
     from dvc.api import DVCFileSystem
 
     from vigsm.compare import resolve_rev
 
-    fs = DVCFileSystem(".", rev=resolve_rev(rev))
+    commit = resolve_rev(rev)
+    path = pipeline_adapter_dir(rev=commit)
+    fs = DVCFileSystem(".", rev=commit)
     try:
-        fs.get(ADAPTER, str(dest), recursive=True)
+        fs.get(path, str(dest), recursive=True)
     except Exception as exc:
-        raise VigsmError(f"cannot fetch {ADAPTER} at {rev}: {type(exc).__name__}: {exc}; try `dvc pull`") from exc
+        raise VigsmError(f"cannot fetch {path} at {rev}: {type(exc).__name__}: {exc}; try `dvc pull`") from exc
     return dest
 
 
 def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_tokens: int = 512,
-        adapter: str | None = None, stream: bool = True) -> tuple[str, str | None]:
+        adapter: str | None = None, stream: bool = True, params: str = "params.yaml") -> tuple[str, str | None]:
     """Generate a greedy answer; return (text, extracted answer). Streams to stdout when asked."""
-    doc = params_at(rev)
+    doc = params_at(rev, params)
     data_p = parse_section("data", doc["data"], SECTIONS["data"])
     model_p = parse_section("model", doc["model"], SECTIONS["model"])
     from vigsm.modeling import check_device, load_with_adapter
@@ -64,7 +67,7 @@ def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_to
         elif rev is not None:
             adapter_dir = str(fetch_adapter(rev, Path(tmp) / "adapter"))
         else:
-            adapter_dir = adapter or ADAPTER
+            adapter_dir = adapter or pipeline_adapter_dir()
         model, tok = load_with_adapter(model_p, adapter_dir)
     import torch
     from transformers import TextStreamer
@@ -96,12 +99,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m vigsm.ask", description=__doc__.splitlines()[0])
     ap.add_argument("question")
     ap.add_argument("--rev", help="git revision or DVC experiment to take the adapter and params from")
-    ap.add_argument("--adapter", help=f"adapter directory in the workspace (default {ADAPTER})")
+    ap.add_argument("--adapter", help="adapter directory in the workspace (default: the train stage's, from dvc.yaml)")
+    ap.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     ap.add_argument("--base", action="store_true", help="ask the base model, without the adapter")
     ap.add_argument("--max-new-tokens", type=int, default=512)
     args = ap.parse_args()
     _, answer = ask(args.question, rev=args.rev, base=args.base, adapter=args.adapter,
-                    max_new_tokens=args.max_new_tokens)
+                    max_new_tokens=args.max_new_tokens, params=args.params)
     print(f"\n=> final answer: {answer if answer is not None else '(none found)'}")
 
 

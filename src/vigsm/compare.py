@@ -5,9 +5,10 @@ Usage::
     python -m vigsm.compare REV_A REV_B [--variant finetuned] [--metric flexible]
 
 REV_A and REV_B are git revisions (``HEAD``, ``main``, a commit) or DVC experiment names, or
-``workspace``. Each run's per-question scores (``metrics/per_question/<variant>.jsonl``, kept in git)
-are read through ``dvc.api``, joined on the question id, and the difference B - A in exact match is
-printed with a paired bootstrap interval and McNemar's exact p-value.
+``workspace``. Each run's per-question scores (``<variant>.jsonl`` in the score stage's
+``--per-question-dir``, as that run's dvc.yaml declares it; kept in git) are read through ``dvc.api``,
+joined on the question id, and the difference B - A in exact match is printed with a paired bootstrap
+interval and McNemar's exact p-value.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import subprocess
 
 from vigsm import metrics as M
 from vigsm.errors import VigsmError, run_cli
-
-PER_QUESTION = "metrics/per_question/{variant}.jsonl"
+from vigsm.paths import per_question_file
 
 
 def resolve_rev(rev: str, repo: str = ".") -> str | None:
@@ -43,9 +43,10 @@ def resolve_rev(rev: str, repo: str = ".") -> str | None:
 def read_per_question(rev: str, variant: str, repo: str = ".") -> dict[str, dict]:
     import dvc.api
 
-    path = PER_QUESTION.format(variant=variant)
+    commit = resolve_rev(rev, repo)
+    path = per_question_file(variant, repo=repo, rev=commit)
     try:
-        text = dvc.api.read(path, repo=repo, rev=resolve_rev(rev, repo), encoding="utf-8")
+        text = dvc.api.read(path, repo=repo, rev=commit, encoding="utf-8")
     except VigsmError:
         raise
     except Exception as exc:

@@ -1,6 +1,7 @@
 """Export: merge the LoRA adapter into a 16-bit copy of the base, as a plain HF model directory.
 
-Usage: ``python -m vigsm.export --adapter models/adapter --out models/merged``
+Usage: ``python -m vigsm.export --out models/merged`` (the adapter defaults to the train stage's, as
+dvc.yaml declares it; the merged model is no pipeline output, so its place is yours to name)
 
 The result loads with ``AutoModelForCausalLM.from_pretrained`` in any HF-compatible server (vLLM, TGI,
 llama.cpp's converter) with no PEFT. A 4-bit base is dequantised first, so the merged weights are the
@@ -13,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from vigsm.config import load_section
-from vigsm.errors import run_cli
+from vigsm.errors import VigsmError, run_cli
 from vigsm.io import atomic_dir
 
 
@@ -21,6 +22,9 @@ def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) 
     from vigsm.modeling import load_with_adapter
 
     model_p = load_section("model", path=params)
+    if not (adapter / "adapter_config.json").is_file():  # before minutes of loading the base
+        raise VigsmError(f"adapter {adapter} has no adapter_config.json; run the train stage (dvc repro train) "
+                         f"or dvc pull it")
     model, tok = load_with_adapter(model_p, str(adapter), base_16bit=True, merge_adapter=True)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -31,10 +35,14 @@ def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m vigsm.export", description=__doc__.splitlines()[0])
-    ap.add_argument("--adapter", type=Path, default=Path("models/adapter"))
-    ap.add_argument("--out", type=Path, default=Path("models/merged"))
+    ap.add_argument("--adapter", type=Path, default=None, help="default: the train stage's (dvc.yaml)")
+    ap.add_argument("--out", type=Path, required=True, help="directory for the merged model")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
+    if args.adapter is None:
+        from vigsm.paths import adapter_dir
+
+        args.adapter = Path(adapter_dir())
     print(f"[vigsm] merged model written to {export_merged(args.adapter, args.out, args.params)}")
 
 

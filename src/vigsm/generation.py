@@ -32,11 +32,19 @@ def _dir_digest(path: Path) -> str:
     return sha256_hex(*(part for f in files for part in (f.name, f)))
 
 
+# The model keys that generating reads (loading, dtype, 4-bit): every key but max_seq_length, which only
+# training uses. dvc.yaml declares exactly these for the generate stages, and the fingerprint hashes only
+# these, so a new max_seq_length neither reruns generate nor discards its partial file.
+MODEL_KEYS = ("name", "revision", "gguf_file", "load_in_4bit", "dtype", "trust_remote_code")
+
+
 def fingerprint(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapter_dir: Path | None) -> str:
-    """The partial file's key: the model and generate params, the questions, and the adapter's bytes."""
+    """A digest of what shapes the predictions: the model keys read, the generate section, the prompts
+    and the adapter's files."""
+    model = {k: v for k, v in as_dict(mp).items() if k in MODEL_KEYS}
     questions = json.dumps([[r["id"], r["prompt"]] for r in rows], ensure_ascii=False)
-    return digest_fingerprint([as_dict(mp), as_dict(gp)], questions,
-                              _dir_digest(adapter_dir) if adapter_dir else "no-adapter")
+    adapter = _dir_digest(adapter_dir) if adapter_dir else "no-adapter"
+    return digest_fingerprint([model, as_dict(gp)], questions, adapter)
 
 
 def read_partial(partial: Path, fp: str) -> dict[str, dict]:

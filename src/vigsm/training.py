@@ -262,6 +262,9 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         raise VigsmError(f"loss mask is wrong: {coverage['prompt_tokens_labelled']} prompt tokens carry labels "
                          f"and {coverage['completion_tokens_labelled']} completion tokens do")
     lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+    # Read before training: the checkpoint rotation may delete the checkpoint resumed from.
+    epochs_before = float(json.loads((resume / "trainer_state.json").read_text()).get("epoch") or 0.0) if resume \
+        else 0.0
     if resume:
         print(f"[vigsm] resuming from {resume}", flush=True)
     t0 = time.time()
@@ -275,7 +278,9 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         trainer.processing_class.save_pretrained(str(tmp))
 
     epochs_done = float(trainer.state.epoch or 0.0)
-    tokens_seen = sum(lengths) * epochs_done
+    # Throughput of this process: only the epochs trained since the checkpoint it resumed from, over its
+    # own wall time (all epochs' tokens over a resumed run's time would overstate it).
+    tokens_this_run = sum(lengths) * (epochs_done - epochs_before)
     metrics = {
         "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss),
@@ -289,7 +294,8 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "backend": backend,
         "device": "cuda" if cuda_available() else "cpu",
         "train_wall_seconds": wall,
-        "train_tokens_per_second": tokens_seen / wall if wall > 0 else 0.0,
+        "train_tokens_this_run": round(tokens_this_run),
+        "train_tokens_per_second": tokens_this_run / wall if wall > 0 else 0.0,
         "train_tokens_truncated": sum(1 for n in lengths if n >= mp.max_seq_length),
         **token_length_stats(lengths, "train_tokens"),
         "prompt_tokens_labelled": coverage["prompt_tokens_labelled"],

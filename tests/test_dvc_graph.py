@@ -1,0 +1,158 @@
+"""dvc.yaml is exact: each stage depends on precisely the code its script imports inside vigsm, and on
+the params keys it reads. The import closure is computed from the source, so a module split or a new
+import that dvc.yaml does not follow fails here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+PACKAGE = "vigsm"
+
+
+def _module_file(src: Path, module: str) -> Path | None:
+    """The file that defines ``module`` (dotted, under ``src``), or None if it is not a module there."""
+    base = src.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_trivial_init(path: Path) -> bool:
+    """A package __init__ holding only a docstring and ``__version__``: importing it changes nothing a
+    stage computes, so it is not a dependency."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__version__"]:
+            continue
+        return False
+    return True
+
+
+def _imported_modules(path: Path, module: str | None) -> set[str]:
+    """Every module name ``path`` imports anywhere (top level, inside functions, under ``if``), with
+    ``from X import y`` giving both X and X.y (y may be a submodule)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against this module's package
+                assert module is not None, f"{path}: relative import outside a package"
+                parts = module.split(".")
+                anchor = parts[: len(parts) - node.level] if path.name != "__init__.py" else parts[
+                    : len(parts) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_closure(script: Path, src: Path = ROOT / "src", package: str = PACKAGE) -> set[Path]:
+    """The files of ``package`` (under ``src``) that running ``script`` can import, transitively."""
+    seen: set[Path] = set()
+    todo: list[tuple[Path, str | None]] = [(script, None)]
+    while todo:
+        path, module = todo.pop()
+        for name in _imported_modules(path, module):
+            if name != package and not name.startswith(package + "."):
+                continue
+            parts = name.split(".")
+            # Importing a.b.c runs a/__init__, a/b/__init__ and then c.
+            for i in range(1, len(parts) + 1):
+                dotted = ".".join(parts[:i])
+                file = _module_file(src, dotted)
+                if file is None or file in seen:
+                    continue
+                seen.add(file)
+                todo.append((file, dotted))
+    return {f for f in seen if not (f.name == "__init__.py" and _is_trivial_init(f))}
+
+
+def _dvc() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+STAGES = sorted(_dvc()["stages"])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_code_deps_are_exactly_its_import_closure(stage):
+    spec = _dvc()["stages"][stage]
+    scripts = [d for d in spec["deps"] if d.startswith("stages/")]
+    assert len(scripts) == 1 and scripts[0] in spec["cmd"], (stage, scripts)
+    expected = {scripts[0], *(_rel(f) for f in import_closure(ROOT / scripts[0]))}
+    declared = {d for d in spec["deps"] if d.startswith(("stages/", "src/"))}
+    assert declared == expected, (f"{stage}: dvc.yaml misses {sorted(expected - declared)} and lists "
+                                  f"{sorted(declared - expected)} that the stage never imports")
+
+
+def test_import_closure_follows_lazy_transitive_and_package_imports(tmp_path):
+    """The closure itself can fail: lazy imports in functions, `from pkg import mod`, relative imports
+    and chains are followed; third-party and unrelated modules are not."""
+    pkg = tmp_path / "src" / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""doc."""\n__version__ = "1"\n')
+    (pkg / "a.py").write_text("import json\n\ndef f():\n    from pkg import b\n    return b\n")
+    (pkg / "b.py").write_text("from .sub import c\n")
+    (pkg / "sub" / "__init__.py").write_text("X = 1\n")
+    (pkg / "sub" / "c.py").write_text("if True:\n    import pkg.d as d\n")
+    (pkg / "d.py").write_text("")
+    (pkg / "unused.py").write_text("import pkg.a\n")
+    script = tmp_path / "stage.py"
+    script.write_text("import yaml\nfrom pkg.a import f\n")
+    got = {p.relative_to(pkg).as_posix() for p in import_closure(script, tmp_path / "src", "pkg")}
+    assert got == {"a.py", "b.py", "sub/__init__.py", "sub/c.py", "d.py"}
+
+
+def _params_of(stage: str) -> list[str]:
+    return [p if isinstance(p, str) else next(iter(p)) for p in _dvc()["stages"][stage].get("params", [])]
+
+
+def test_declared_params_exist_and_generate_declares_the_model_keys_it_reads():
+    from vigsm.generation import MODEL_KEYS
+
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for stage in STAGES:
+        for entry in _params_of(stage):
+            if entry == "params.yaml":  # the check stage tracks the whole file (unknown sections are errors)
+                continue
+            section, _, key = entry.partition(".")
+            assert section in doc and (not key or key in doc[section]), (stage, entry)
+    for stage in ("generate-base", "generate"):
+        declared = _params_of(stage)
+        assert "model" not in declared, f"{stage} must not depend on the whole model section"
+        assert sorted(e.split(".", 1)[1] for e in declared if e.startswith("model.")) == sorted(MODEL_KEYS)
+        assert "generate" in declared
+    assert "model.max_seq_length" not in MODEL_KEYS and {"model", "lora", "train"} <= set(_params_of("train"))
+
+
+def test_generate_fingerprint_hashes_exactly_the_keys_generate_reads():
+    """A partial predictions file survives a change to a key generate never reads, and no other."""
+    import dataclasses
+
+    from vigsm.config import load_section
+    from vigsm.generation import MODEL_KEYS, fingerprint
+
+    mp, gp = load_section("model", path=ROOT / "params.yaml"), load_section("generate", path=ROOT / "params.yaml")
+    rows = [{"id": "q1", "prompt": [{"role": "user", "content": "1 + 1?"}]}]
+    fp = fingerprint(mp, gp, rows, None)
+    assert fingerprint(dataclasses.replace(mp, max_seq_length=mp.max_seq_length + 1), gp, rows, None) == fp
+    changed = {"name": "other/model", "revision": "v2", "gguf_file": "x.gguf", "load_in_4bit": not mp.load_in_4bit,
+               "dtype": "float32", "trust_remote_code": not mp.trust_remote_code}
+    assert set(changed) == set(MODEL_KEYS)
+    for key, value in changed.items():
+        assert fingerprint(dataclasses.replace(mp, **{key: value}), gp, rows, None) != fp, key
+    assert fingerprint(mp, dataclasses.replace(gp, max_new_tokens=gp.max_new_tokens + 1), rows, None) != fp
