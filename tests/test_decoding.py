@@ -296,7 +296,7 @@ def test_ask_streams_the_generate_paths_greedy_text(varied_model_dir, monkeypatc
     from vigsm.modeling import load_with_adapter
 
     params = tiny_params(varied_model_dir / "base")
-    monkeypatch.setattr(ask_mod, "params_at", lambda rev: params)
+    monkeypatch.setattr(ask_mod, "params_at", lambda rev, params_path="params.yaml": params)
     adapter = str(varied_model_dir / "adapter")
     text, answer = ask_mod.ask("5 + 7 = ?", adapter=adapter, max_new_tokens=MAX_NEW)
     printed = capsys.readouterr().out
