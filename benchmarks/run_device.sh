@@ -48,7 +48,8 @@ fi
 export PYTHONPATH=$PWD/.site:$PWD/src:$PWD/tests PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
   VIGSM_TEST_TOKENIZER=$PWD/.bench/tokenizer VIGSM_CACHE=$PWD/.cache-vigsm
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 stages/prepare.py --sample-dir data/sample --out-dir data/prepared --params benchmarks/params-gpu-smoke.yaml \
+python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt \
+  --out-dir data/prepared --params benchmarks/params-gpu-smoke.yaml \
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
 gpu_tests() {  # one process per backend: importing unsloth patches transformers and TRL process-wide

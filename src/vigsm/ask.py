@@ -6,8 +6,9 @@ Usage::
     python -m vigsm.ask --rev my-experiment "..."      # the adapter and params of a git rev or experiment
     python -m vigsm.ask --base "..."                   # the base model, no adapter
 
-The prompt is built exactly as the pipeline builds it: the data section's system prompt and the model's
-chat template. With ``--rev``, the adapter and ``params.yaml`` are read at that revision through DVC
+The prompt is built exactly as the pipeline builds it: the system prompt of ``data/system_prompt.txt`` and
+the model's chat template. With ``--rev``, the adapter, ``params.yaml`` and the system prompt are read at
+that revision through DVC
 (from the local cache, or the remote after ``dvc pull``).
 """
 
@@ -23,6 +24,7 @@ from vigsm.config import SECTIONS, parse_section, read_params
 from vigsm.errors import VigsmError, run_cli
 
 ADAPTER = "models/adapter"
+SYSTEM_PROMPT = "data/system_prompt.txt"  # prepare's dependency in dvc.yaml
 
 
 def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, Any]:
@@ -33,6 +35,21 @@ def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, An
     from vigsm.compare import resolve_rev
 
     return dvc.api.params_show("params.yaml", rev=resolve_rev(rev))
+
+
+def system_prompt_at(rev: str | None) -> str:
+    from vigsm.data import read_system_prompt
+
+    if rev is None:
+        return read_system_prompt(SYSTEM_PROMPT)
+    import dvc.api
+
+    from vigsm.compare import resolve_rev
+
+    try:
+        return dvc.api.read(SYSTEM_PROMPT, rev=resolve_rev(rev), encoding="utf-8")
+    except Exception as exc:
+        raise VigsmError(f"cannot read {SYSTEM_PROMPT} at {rev}: {type(exc).__name__}: {exc}") from exc
 
 
 def fetch_adapter(rev: str, dest: Path) -> Path:
@@ -53,7 +70,7 @@ def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_to
         adapter: str | None = None, stream: bool = True) -> tuple[str, str | None]:
     """Generate a greedy answer; return (text, extracted answer). Streams to stdout when asked."""
     doc = params_at(rev)
-    data_p = parse_section("data", doc["data"], SECTIONS["data"])
+    system_prompt = system_prompt_at(rev)
     model_p = parse_section("model", doc["model"], SECTIONS["model"])
     from vigsm.modeling import check_device, load_with_adapter
 
@@ -69,7 +86,7 @@ def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_to
     import torch
     from transformers import TextStreamer
 
-    messages = [{"role": "system", "content": data_p.system_prompt}, {"role": "user", "content": question}]
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     enc = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
     streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True) if stream else None
