@@ -168,8 +168,8 @@ def questions(rows):
 
 
 def test_validation_split_is_seeded_and_disjoint(tmp_path):
-    # duplicates of one question (different case and spacing) must stay on one side of the split
-    train = [row(i, q=f"Câu hỏi {i}?") for i in range(40)] + [row(40, q="CÂU HỎI   7?"), row(41, q="câu hỏi 7?")]
+    # every question twice (different case and spacing): both copies must stay on one side of the split
+    train = [row(i, q=f"Câu hỏi {i}?") for i in range(21)] + [row(21 + i, q=f"CÂU HỎI   {i}?") for i in range(21)]
     write_split(tmp_path / "train.jsonl", train)
     write_split(tmp_path / "test.jsonl", [row(0, q="T1"), row(1, q="T2")])
     split = {}
