@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, tiny_params, write_params
+from conftest import ROOT, SYSTEM_PROMPT, tiny_params, write_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 
@@ -27,7 +27,7 @@ def sections(params: dict):
 def prepared(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("prepared")
     params = tiny_params(tiny_model_dir)
-    records, _ = prepare(sections(params)["data"], ROOT / "data" / "sample")
+    records, _ = prepare(sections(params)["data"], ROOT / "data" / "sample", SYSTEM_PROMPT)
     for split, rows in records.items():
         (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return out, params, records
@@ -142,6 +142,43 @@ def test_training_resumes_after_sigkill(prepared, tmp_path, tiny_model_dir):
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max().item() < 1e-4, k
+
+
+def test_train_selects_on_validation_without_a_repeated_evaluation_and_publishes_no_pickle(
+        prepared, tmp_path, monkeypatch):
+    """train reads train.jsonl and validation.jsonl only (no test.jsonl in its data dir), evaluates once per
+    eval step (no final evaluation repeating the last one), reports the best checkpoint's eval loss, and
+    leaves no pickle in the adapter directory that `dvc push` publishes."""
+    import shutil
+
+    from trl import SFTTrainer
+
+    from vigsm.training import train
+
+    data_dir, params, _ = prepared
+    only = tmp_path / "data"
+    only.mkdir()
+    for split in ("train", "validation"):
+        shutil.copy(data_dir / f"{split}.jsonl", only / f"{split}.jsonl")
+    s = sections(params)
+    assert s["train"].load_best_model_at_end and s["train"].max_steps == 4 and s["train"].eval_steps == 2
+    losses: list[tuple[int, float]] = []
+    evaluate = SFTTrainer.evaluate
+
+    def spy(self, *args, **kwargs):
+        out = evaluate(self, *args, **kwargs)
+        losses.append((self.state.global_step, out["eval_loss"]))
+        return out
+
+    monkeypatch.setattr(SFTTrainer, "evaluate", spy)
+    m = train(s["model"], s["lora"], s["train"], only, tmp_path / "adapter", tmp_path / "ckpt",
+              tmp_path / "train.json")
+    assert [step for step, _ in losses] == [2, 4]
+    assert m["eval_loss"] == min(loss for _, loss in losses)
+    assert m["eval_split"] == "validation[:8]" and m["eval_examples"] == 8
+    published = sorted(p.name for p in (tmp_path / "adapter").rglob("*"))
+    assert "adapter_model.safetensors" in published
+    assert not [n for n in published if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], published
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path, tiny_model_dir):
