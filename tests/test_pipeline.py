@@ -3,8 +3,12 @@ comparison between experiments, determinism, and no secrets in the outputs."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -29,13 +33,24 @@ def project(tmp_path_factory, tiny_model_dir) -> Path:
 
 def test_repro_writes_every_output(project):
     p = project
-    for path in ("data/prepared/train.jsonl", "data/prepared/test.jsonl", "data/prepared/stats.json",
+    for path in ("data/prepared/train.jsonl", "data/prepared/validation.jsonl", "data/prepared/test.jsonl",
+                 "data/prepared/stats.json",
                  "models/adapter/adapter_model.safetensors", "models/adapter/adapter_config.json",
                  "data/predictions/base.jsonl", "data/predictions/finetuned.jsonl", "metrics/train.json",
                  "metrics/score.json", "metrics/report.md", "metrics/per_question/base.jsonl",
                  "metrics/per_question/finetuned.jsonl", "dvclive/metrics.json"):
         assert (p / path).is_file(), path
+    stats = json.loads((p / "data/prepared/stats.json").read_text())
+    assert (stats["train_count"], stats["validation_count"], stats["test_count"]) == (48, 13, 12)
     train = json.loads((p / "metrics/train.json").read_text())
+    assert train["eval_split"] == "validation[:8]"
+    # the adapter that `dvc push` publishes holds no pickle; outputs get the umask's permissions
+    adapter = sorted(f.name for f in (p / "models/adapter").iterdir())
+    assert not [n for n in adapter if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], adapter
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in ("metrics/score.json", "metrics/report.md", "data/prepared/stats.json", "metrics/train.json"):
+        assert stat.S_IMODE((p / path).stat().st_mode) == 0o666 & ~umask, path
     assert train["perplexity"] == pytest.approx(__import__("math").exp(train["eval_loss"]))
     assert train["prompt_tokens_labelled"] == 0 and train["completion_tokens_labelled"] > 0
     assert "completion only" in train["loss_tokens"]
@@ -62,6 +77,11 @@ def test_metrics_and_params_show(project):
     shown = json.loads(run([*DVC, "metrics", "show", "--json"], project).stdout)
     flat = json.dumps(shown)
     assert "exact_match_flexible_lo" in flat and "eval_loss" in flat
+    # every param and metric in one cell: a multi-line value would break the table and the CSV rows
+    table = run([*DVC, "exp", "show", "--csv"], project).stdout
+    rows = list(csv.reader(io.StringIO(table)))
+    assert len(rows) >= 2 and {len(r) for r in rows} == {len(rows[0])}
+    assert len(table.strip().splitlines()) == len(rows) and "data.validation_size" in rows[0]
     plots = json.loads(run([*DVC, "plots", "show", "--json"], project).stdout)["data"]
     assert {"Loss", "Learning rate", "Gradient norm"} <= set(plots)
     values = plots["Loss"][0]["content"]["data"]["values"]
@@ -95,7 +115,9 @@ def stages_rerun_after(project: Path, section: str, key: str, value) -> set[str]
         ("generate", "max_new_tokens", 8, {"generate-base", "generate", "score"}),
         ("lora", "r", 8, {"train", "generate", "score"}),
         ("train", "learning_rate", 1e-1, {"train", "generate", "score"}),
-        ("data", "test_limit", 10, {"prepare", "train", "generate-base", "generate", "score"}),
+        # the test split is not the training run's business: train and its adapter stay cached
+        ("data", "test_limit", 10, {"prepare", "generate-base", "generate", "score"}),
+        ("data", "validation_seed", 1, {"prepare", "train", "generate", "score"}),
     ],
 )
 def test_selective_reruns(project, section, key, value, expected):
