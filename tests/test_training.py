@@ -38,7 +38,7 @@ def test_completion_only_labels_on_the_real_collated_batch(prepared, tmp_path):
 
     _, params, records = prepared
     s = sections(params)
-    trainer, backend = build_trainer(s["model"], s["lora"], s["train"], records["train"], records["test"][:4],
+    trainer, backend = build_trainer(s["model"], s["lora"], s["train"], records["train"], records["validation"][:4],
                                      tmp_path / "ckpt")
     assert backend == "peft"
     tok = trainer.processing_class
@@ -75,7 +75,8 @@ def test_padding_free_and_rounded_batches_give_the_padded_loss(prepared, tmp_pat
     losses, lengths = {}, {}
     for name, padding_free, multiple in (("padded", False, 0), ("rounded", False, 64), ("padding-free", True, 0)):
         tp = dataclasses.replace(s["train"], padding_free=padding_free, pad_to_multiple_of=multiple)
-        trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
+        trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["validation"][:4],
+                                   tmp_path / "c")
         _, batch = first_batch(trainer, 3)
         assert (batch["input_ids"].shape[0] == 1) == padding_free
         lengths[name] = batch["input_ids"].shape[1]
@@ -97,7 +98,7 @@ def test_padding_free_refuses_examples_it_cannot_truncate(prepared, tmp_path):
     mp = dataclasses.replace(s["model"], max_seq_length=64)
     tp = dataclasses.replace(s["train"], padding_free=True)
     with pytest.raises(VigsmError, match=r"train.padding_free: \d+ training examples are longer"):
-        build_trainer(mp, s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
+        build_trainer(mp, s["lora"], tp, records["train"], records["validation"][:4], tmp_path / "c")
 
 
 def train_cmd(work: Path, data_dir: Path) -> list[str]:
