@@ -180,6 +180,10 @@ def test_train_selects_on_validation_without_a_repeated_evaluation_and_publishes
     published = sorted(p.name for p in (tmp_path / "adapter").rglob("*"))
     assert "adapter_model.safetensors" in published
     assert not [n for n in published if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], published
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "adapter").iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # safetensors writes its file 0600
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path, tiny_model_dir):

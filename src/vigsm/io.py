@@ -88,6 +88,15 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def usual_permissions(root: str | Path) -> None:
+    """Give every file under ``root`` the mode a plain open() would (0666 minus the umask): libraries that
+    write atomically themselves (safetensors) leave 0600 files behind."""
+    mode = 0o666 & ~_umask()
+    for p in Path(root).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            p.chmod(mode)
+
+
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
     """Move a fully written directory into place, removing the old one only at the last moment."""
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)

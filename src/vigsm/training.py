@@ -21,7 +21,7 @@ from typing import Any
 from vigsm.config import LoraParams, ModelParams, TrainParams, as_dict
 from vigsm.data import token_length_stats
 from vigsm.errors import VigsmError
-from vigsm.io import read_jsonl, replace_dir, write_json
+from vigsm.io import read_jsonl, replace_dir, usual_permissions, write_json
 from vigsm.modeling import (
     chat_prompt_ids,
     check_device,
@@ -326,6 +326,7 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     trainer.save_model(str(tmp))
     trainer.processing_class.save_pretrained(str(tmp))
     drop_pickles(tmp)
+    usual_permissions(tmp)
     replace_dir(tmp, adapter_dir)
 
     epochs_done = float(trainer.state.epoch or 0.0)
