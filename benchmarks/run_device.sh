@@ -64,7 +64,8 @@ SMOKE=(data.source=sample model.name=/tmp/qwen25-3b-random generate.batch_size=1
        train.logging_steps=5 train.per_device_train_batch_size=6 train.per_device_eval_batch_size=6
        train.gradient_accumulation_steps=2 train.pad_to_multiple_of=0)
 python3 benchmarks/override_params.py /tmp/p-smoke.yaml "${SMOKE[@]}" || exit 1
-python3 stages/prepare.py --sample-dir data/sample --out-dir data/prepared --params /tmp/p-smoke.yaml \
+python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
+  --params /tmp/p-smoke.yaml \
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
 # vi_gsm8k's sizes from vigsm.sample (7473 / 1319), prepared with params.yaml as shipped but for the model

@@ -14,6 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SYSTEM_PROMPT = (ROOT / "data" / "system_prompt.txt").read_text(encoding="utf-8")  # prepare's --system-prompt
 
 
 def has_cuda() -> bool:
@@ -126,7 +127,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None,
 
 def make_project(dest: Path, params: dict) -> Path:
     """A fresh git + DVC repository holding this project's pipeline and the given params."""
-    for name in ("dvc.yaml", "stages", "src", "data/sample"):
+    for name in ("dvc.yaml", "stages", "src", "data/sample", "data/system_prompt.txt"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -33,6 +33,7 @@ def run_check(tmp_path: Path, doc: dict, env: dict | None = None) -> subprocess.
 
     return subprocess.run(
         [sys.executable, "-X", "importtime", str(ROOT / "stages" / "check.py"), "--sample-dir", str(SAMPLE),
+         "--system-prompt", str(ROOT / "data" / "system_prompt.txt"),
          "--out", str(tmp_path / "checked.txt"), "--params", str(tmp_path / "params.yaml")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
 
@@ -96,7 +97,7 @@ FAULTS = [
     ("bad-source", lambda tmp: offline_params(data={"source": "./no/such/dir"}), "data.source: no/such/dir not found"),
     ("bad-hub-source", lambda tmp: offline_params(data={"source": "owner/na me/x"}),
      "data.source: 'owner/na me/x' is neither a local path nor a hub id"),
-    ("template", lambda tmp: offline_params(data={"target_template": "{reasoning}"}),
+    ("template", lambda tmp: offline_params(data={"target_template": ["{reasoning}", "### {answer}"]}),
      "params: data.target_template: unknown field"),
     ("hub-offline", lambda tmp: offline_params(data={"source": "someone/some_data"}),
      "cannot reach the Hugging Face hub"),

@@ -44,10 +44,12 @@ def test_shipped_params_are_the_notebooks_configuration(tmp_path):
         200, 200, 1, "paged_adamw_8bit")
     assert train.load_best_model_at_end
     assert data.source == "hllj/vi_gsm8k"
-    assert data.system_prompt == ("Bạn là một trợ lý toán học.\nHãy suy nghĩ cẩn thận để giải bài toán được cung cấp.\n"
-                                  "Trình bày từng bước. Sau đó trả lời theo cú pháp:\n### number\n")
-    assert data.target_template.format(explanation="E", answer="7") == "E\n### 7"
-    # The two deliberate changes from the notebook: greedy, and the full test split.
+    assert (ROOT / "data/system_prompt.txt").read_text(encoding="utf-8") == (
+        "Bạn là một trợ lý toán học.\nHãy suy nghĩ cẩn thận để giải bài toán được cung cấp.\n"
+        "Trình bày từng bước. Sau đó trả lời theo cú pháp:\n### number\n")
+    assert 0 < data.validation_size < 1 and round(data.validation_size * 7473) in range(200, 600)
+    assert "\n".join(data.target_template).format(explanation="E", answer="7") == "E\n### 7"
+    # The deliberate changes from the notebook: greedy, the full test split, and a validation split.
     assert gen.do_sample is False and gen.limit == 0 and gen.max_new_tokens == 768
 
 
@@ -76,7 +78,8 @@ BAD = [
 ]
 
 STAGE_ARGS = {
-    "prepare": ["--sample-dir", "data/sample", "--out-dir", "{tmp}/prepared"],
+    "prepare": ["--sample-dir", "data/sample", "--system-prompt", "data/system_prompt.txt",
+                "--out-dir", "{tmp}/prepared"],
     "train": ["--data-dir", "{tmp}/d", "--adapter-dir", "{tmp}/a", "--checkpoint-dir", "{tmp}/c",
               "--metrics", "{tmp}/m.json"],
     "generate": ["--test", "{tmp}/t.jsonl", "--out", "{tmp}/p.jsonl"],

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import tiny_params
+from conftest import SYSTEM_PROMPT, tiny_params
 from vigsm.answers import extract_answer
 from vigsm.config import SECTIONS, parse_section
 
@@ -214,7 +214,7 @@ def tiny(tiny_model_dir):
 
     params = tiny_params(tiny_model_dir)
     s = {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
-    records, _ = prepare(s["data"], ROOT / "data" / "sample")
+    records, _ = prepare(s["data"], ROOT / "data" / "sample", SYSTEM_PROMPT)
     return s, records
 
 
@@ -302,10 +302,9 @@ def test_ask_streams_the_generate_paths_greedy_text(varied_model_dir, monkeypatc
     printed = capsys.readouterr().out
     assert printed.strip() == text.strip() and len(text) > 10
     assert answer == extract_answer(text, strict=False)
-    data_p = parse_section("data", params["data"], SECTIONS["data"])
     model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), adapter)
     from vigsm.modeling import chat_prompt_ids
 
-    ids = chat_prompt_ids(tok, [{"role": "system", "content": data_p.system_prompt},
+    ids = chat_prompt_ids(tok, [{"role": "system", "content": SYSTEM_PROMPT},
                                 {"role": "user", "content": "5 + 7 = ?"}])
     assert text == tok.decode(_static(model, tok, [ids])[0], skip_special_tokens=True)

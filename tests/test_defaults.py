@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from conftest import ROOT, tiny_params
+from conftest import ROOT, SYSTEM_PROMPT, tiny_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 
@@ -34,7 +34,7 @@ def test_one_batch_of_12_learns_what_6_by_2_learns(tiny_model_dir, tmp_path):
 
     params = tiny_params(tiny_model_dir)
     s = {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
-    records, _ = prepare(s["data"], ROOT / "data" / "sample")
+    records, _ = prepare(s["data"], ROOT / "data" / "sample", SYSTEM_PROMPT)
     rows = records["train"][:12]
     assert s["train"].pad_to_multiple_of == 64  # the shipped rounding (tiny_params keeps params.yaml's)
     a = adapter_after_one_step(s, rows, rows[:4], tmp_path / "a", per_device_train_batch_size=12,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, tiny_params, write_params
+from conftest import ROOT, SYSTEM_PROMPT, tiny_params, write_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 from vigsm.errors import VigsmError
@@ -20,7 +20,7 @@ from vigsm.io import atomic_path, write_jsonl
 def tiny(tmp_path_factory, tiny_model_dir):
     params = tiny_params(tiny_model_dir)
     s = {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
-    records, _ = prepare(s["data"], ROOT / "data" / "sample")
+    records, _ = prepare(s["data"], ROOT / "data" / "sample", SYSTEM_PROMPT)
     return s, records
 
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from conftest import ROOT, collated_loss, tiny_params
+from conftest import ROOT, SYSTEM_PROMPT, collated_loss, tiny_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 
@@ -32,7 +32,7 @@ def setup(request, tiny_model_dir):
                              lora={"r": 32, "alpha": 32}, train={"optim": "paged_adamw_8bit", "max_steps": 6,
                                                                  "learning_rate": 1e-4})
     s = {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
-    records, _ = prepare(s["data"], ROOT / "data" / "sample")
+    records, _ = prepare(s["data"], ROOT / "data" / "sample", SYSTEM_PROMPT)
     return s, records, request.param
 
 

@@ -3,9 +3,13 @@ comparison between experiments, determinism, and no secrets in the outputs."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import os
 import re
+import stat
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,12 +37,15 @@ def project(tmp_path_factory, tiny_model_dir) -> Path:
 
 def test_repro_writes_every_output(project, tiny_model_dir):
     p = project
-    for path in ("data/prepared/train.jsonl", "data/prepared/test.jsonl", "data/prepared/stats.json",
+    for path in ("data/prepared/train.jsonl", "data/prepared/validation.jsonl", "data/prepared/test.jsonl",
+                 "data/prepared/stats.json",
                  "models/adapter/adapter_model.safetensors", "models/adapter/adapter_config.json",
                  "data/predictions/base.jsonl", "data/predictions/finetuned.jsonl", "metrics/train.json",
                  "metrics/score.json", "metrics/report.md", "metrics/per_question/base.jsonl",
                  "metrics/per_question/finetuned.jsonl", "dvclive/metrics.json"):
         assert (p / path).is_file(), path
+    stats = json.loads((p / "data/prepared/stats.json").read_text())
+    assert (stats["train_count"], stats["validation_count"], stats["test_count"]) == (48, 13, 12)
     train = json.loads((p / "metrics/train.json").read_text())
     # Trained, not just written: the steps params ask for, a finite loss, and an adapter that moved. LoRA
     # starts with B = 0 (no effect); after the optimiser steps every B must be nonzero.
@@ -57,6 +64,14 @@ def test_repro_writes_every_output(project, tiny_model_dir):
     completion = sum(chat_len(r["prompt"] + r["completion"]) - chat_len(r["prompt"], add_generation_prompt=True)
                      for r in rows)
     assert abs(train["completion_tokens_labelled"] - completion) <= len(rows), (train, completion)
+    assert train["eval_split"] == "validation[:8]"
+    # the adapter that `dvc push` publishes holds no pickle; outputs get the umask's permissions
+    adapter = sorted(f.name for f in (p / "models/adapter").iterdir())
+    assert not [n for n in adapter if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], adapter
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in ("metrics/score.json", "metrics/report.md", "data/prepared/stats.json", "metrics/train.json"):
+        assert stat.S_IMODE((p / path).stat().st_mode) == 0o666 & ~umask, path
     score = json.loads((p / "metrics/score.json").read_text())
     for variant in ("base", "finetuned"):
         s = score[variant]
@@ -80,6 +95,11 @@ def test_metrics_params_and_plots_show(project):
     shown = json.loads(run([*DVC, "metrics", "show", "--json"], project).stdout)
     flat = json.dumps(shown)
     assert "exact_match_flexible_lo" in flat and "eval_loss" in flat
+    # every param and metric in one cell: a multi-line value would break the table and the CSV rows
+    table = run([*DVC, "exp", "show", "--csv"], project).stdout
+    rows = list(csv.reader(io.StringIO(table)))
+    assert len(rows) >= 2 and {len(r) for r in rows} == {len(rows[0])}
+    assert len(table.strip().splitlines()) == len(rows) and "data.validation_size" in rows[0]
     plots = json.loads(run([*DVC, "plots", "show", "--json"], project).stdout)["data"]
     assert {"Loss", "Learning rate", "Gradient norm"} <= set(plots)
     values = plots["Loss"][0]["content"]["data"]["values"]
@@ -126,7 +146,9 @@ def stages_rerun_after(project: Path, section: str, key: str, value) -> set[str]
         ("generate", "max_new_tokens", 8, {"check", "generate-base", "generate", "score"}),
         ("lora", "r", 8, {"check", "train", "generate", "score"}),
         ("train", "learning_rate", 1e-1, {"check", "train", "generate", "score"}),
-        ("data", "test_limit", 10, {"check", "prepare", "train", "generate-base", "generate", "score"}),
+        # the test split is not the training run's business: train and its adapter stay cached
+        ("data", "test_limit", 10, {"check", "prepare", "generate-base", "generate", "score"}),
+        ("data", "validation_seed", 1, {"check", "prepare", "train", "generate", "score"}),
     ],
 )
 def test_selective_reruns(project, section, key, value, expected):

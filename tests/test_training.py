@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, collated_loss, tiny_params, write_params
+from conftest import ROOT, SYSTEM_PROMPT, collated_loss, tiny_params, write_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 
@@ -27,7 +27,7 @@ def sections(params: dict):
 def prepared(tmp_path_factory, tiny_model_dir):
     out = tmp_path_factory.mktemp("prepared")
     params = tiny_params(tiny_model_dir)
-    records, _ = prepare(sections(params)["data"], ROOT / "data" / "sample")
+    records, _ = prepare(sections(params)["data"], ROOT / "data" / "sample", SYSTEM_PROMPT)
     for split, rows in records.items():
         (out / f"{split}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return out, params, records
@@ -38,7 +38,7 @@ def test_completion_only_labels_on_the_real_collated_batch(prepared, tmp_path):
 
     _, params, records = prepared
     s = sections(params)
-    trainer, backend = build_trainer(s["model"], s["lora"], s["train"], records["train"], records["test"][:4],
+    trainer, backend = build_trainer(s["model"], s["lora"], s["train"], records["train"], records["validation"][:4],
                                      tmp_path / "ckpt")
     assert backend == "peft"
     tok = trainer.processing_class
@@ -75,7 +75,8 @@ def test_padding_free_and_rounded_batches_give_the_padded_loss(prepared, tmp_pat
     losses, lengths = {}, {}
     for name, padding_free, multiple in (("padded", False, 0), ("rounded", False, 64), ("padding-free", True, 0)):
         tp = dataclasses.replace(s["train"], padding_free=padding_free, pad_to_multiple_of=multiple)
-        trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
+        trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["validation"][:4],
+                                   tmp_path / "c")
         _, batch = first_batch(trainer, 3)
         assert (batch["input_ids"].shape[0] == 1) == padding_free
         lengths[name] = batch["input_ids"].shape[1]
@@ -97,7 +98,7 @@ def test_padding_free_refuses_examples_it_cannot_truncate(prepared, tmp_path):
     mp = dataclasses.replace(s["model"], max_seq_length=64)
     tp = dataclasses.replace(s["train"], padding_free=True)
     with pytest.raises(VigsmError, match=r"train.padding_free: \d+ training examples are longer"):
-        build_trainer(mp, s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
+        build_trainer(mp, s["lora"], tp, records["train"], records["validation"][:4], tmp_path / "c")
 
 
 def train_cmd(work: Path, data_dir: Path) -> list[str]:
@@ -146,6 +147,47 @@ def test_training_resumes_after_sigkill(prepared, tmp_path, tiny_model_dir):
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] - b[k]).abs().max().item() < 1e-4, k
+
+
+def test_train_selects_on_validation_without_a_repeated_evaluation_and_publishes_no_pickle(
+        prepared, tmp_path, monkeypatch):
+    """train reads train.jsonl and validation.jsonl only (no test.jsonl in its data dir), evaluates once per
+    eval step (no final evaluation repeating the last one), reports the best checkpoint's eval loss, and
+    leaves no pickle in the adapter directory that `dvc push` publishes."""
+    import shutil
+
+    from trl import SFTTrainer
+
+    from vigsm.training import train
+
+    data_dir, params, _ = prepared
+    only = tmp_path / "data"
+    only.mkdir()
+    for split in ("train", "validation"):
+        shutil.copy(data_dir / f"{split}.jsonl", only / f"{split}.jsonl")
+    s = sections(params)
+    assert s["train"].load_best_model_at_end and s["train"].max_steps == 4 and s["train"].eval_steps == 2
+    losses: list[tuple[int, float]] = []
+    evaluate = SFTTrainer.evaluate
+
+    def spy(self, *args, **kwargs):
+        out = evaluate(self, *args, **kwargs)
+        losses.append((self.state.global_step, out["eval_loss"]))
+        return out
+
+    monkeypatch.setattr(SFTTrainer, "evaluate", spy)
+    m = train(s["model"], s["lora"], s["train"], only, tmp_path / "adapter", tmp_path / "ckpt",
+              tmp_path / "train.json")
+    assert [step for step, _ in losses] == [2, 4]
+    assert m["eval_loss"] == min(loss for _, loss in losses)
+    assert m["eval_split"] == "validation[:8]" and m["eval_examples"] == 8
+    published = sorted(p.name for p in (tmp_path / "adapter").rglob("*"))
+    assert "adapter_model.safetensors" in published
+    assert not [n for n in published if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], published
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "adapter").iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # safetensors writes its file 0600
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(prepared, tmp_path, tiny_model_dir):

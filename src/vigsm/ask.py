@@ -6,8 +6,9 @@ Usage::
     python -m vigsm.ask --rev my-experiment "..."      # the adapter and params of a git rev or experiment
     python -m vigsm.ask --base "..."                   # the base model, no adapter
 
-The prompt is built exactly as the pipeline builds it: the data section's system prompt and the model's
-chat template. With ``--rev``, the adapter and ``params.yaml`` are read at that revision through DVC
+The prompt is built exactly as the pipeline builds it: the system prompt file that prepare reads and
+the model's chat template. With ``--rev``, the adapter, ``params.yaml`` and the system prompt are read at
+that revision through DVC
 (from the local cache, or the remote after ``dvc pull``).
 """
 
@@ -22,6 +23,7 @@ from vigsm.answers import extract_answer
 from vigsm.config import SECTIONS, parse_section, read_params
 from vigsm.errors import VigsmError, run_cli
 from vigsm.paths import adapter_dir as pipeline_adapter_dir
+from vigsm.paths import system_prompt_file
 
 
 def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, Any]:
@@ -33,6 +35,23 @@ def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, An
     from vigsm.compare import resolve_rev
 
     return dvc.api.params_show(params_path, rev=resolve_rev(rev))
+
+
+def system_prompt_at(rev: str | None) -> str:
+    from vigsm.data import read_system_prompt
+
+    if rev is None:
+        return read_system_prompt(system_prompt_file())
+    import dvc.api
+
+    from vigsm.compare import resolve_rev
+
+    commit = resolve_rev(rev)
+    path = system_prompt_file(rev=commit)
+    try:
+        return dvc.api.read(path, rev=commit, encoding="utf-8")
+    except Exception as exc:
+        raise VigsmError(f"cannot read {path} at {rev}: {type(exc).__name__}: {exc}") from exc
 
 
 def fetch_adapter(rev: str, dest: Path) -> Path:
@@ -56,7 +75,7 @@ def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_to
         adapter: str | None = None, stream: bool = True, params: str = "params.yaml") -> tuple[str, str | None]:
     """Generate a greedy answer; return (text, extracted answer). Streams to stdout when asked."""
     doc = params_at(rev, params)
-    data_p = parse_section("data", doc["data"], SECTIONS["data"])
+    system_prompt = system_prompt_at(rev)
     model_p = parse_section("model", doc["model"], SECTIONS["model"])
     from vigsm.modeling import check_device, load_with_adapter
 
@@ -75,7 +94,7 @@ def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_to
     from vigsm.decoding import Decoding, decode
     from vigsm.modeling import chat_prompt_ids
 
-    messages = [{"role": "system", "content": data_p.system_prompt}, {"role": "user", "content": question}]
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
     streamer = TextStreamer(tok, skip_special_tokens=True) if stream else None
     got: list[int] = []
 

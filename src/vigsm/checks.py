@@ -42,13 +42,15 @@ def _check_hub_id(key: str, repo_id: str, what: str, revision: str, *, need_owne
         require_hub(what, repo_id, revision)
 
 
-def check_data(p: DataParams, sample_dir: Path) -> None:
-    """Local sources and the sample: run prepare's whole loading and cleaning in memory (nothing is
-    written); a hub dataset: its id's form, and that it is cached or the hub is reachable."""
+def check_data(p: DataParams, sample_dir: Path, system_prompt_file: Path) -> None:
+    """The system prompt file is readable and not empty. Local sources and the sample: run prepare's
+    whole loading and cleaning in memory (nothing is written); a hub dataset: its id's form, and that it
+    is cached or the hub is reachable."""
     from vigsm import data
 
+    system_prompt = data.read_system_prompt(system_prompt_file)
     if p.source == "sample" or data.looks_local(p.source):
-        data.prepare(p, sample_dir)
+        data.prepare(p, sample_dir, system_prompt)
     else:
         _check_hub_id("data.source", p.source, "dataset", p.revision, need_owner=False)
 
@@ -76,8 +78,8 @@ def check_model(p: ModelParams) -> None:
         raise VigsmError(f"model.gguf_file: {directory / p.gguf_file} not found")
 
 
-def check_all(params_path: str | Path, sample_dir: Path) -> None:
+def check_all(params_path: str | Path, sample_dir: Path, system_prompt_file: Path) -> None:
     """Every check above, params first; raises the first problem as a one-line VigsmError."""
     sections = check_params(params_path)
-    check_data(sections["data"], sample_dir)
+    check_data(sections["data"], sample_dir, system_prompt_file)
     check_model(sections["model"])

@@ -49,9 +49,14 @@ class DataParams:
 
     source: str = knob()  # hub dataset id, a local .jsonl/.json/.parquet/.csv file, or "sample"
     revision: str = knob()  # hub revision (branch, tag or commit); ignored for files and the sample
-    system_prompt: str = knob()
-    target_template: str = knob()  # the assistant reply; fields {explanation} and {answer}
-    train_limit: int = knob(ge=0)  # 0 keeps every training problem
+    # the assistant reply's lines, joined by newlines (one line each keeps `dvc exp show` readable);
+    # fields {explanation} and {answer}
+    target_template: list[str] = knob()  # noqa: RUF009 - no default: every key is required
+    # validation split carved out of train: a fraction in (0, 1) or a whole count; 0: the test split
+    # doubles as validation (the notebook's protocol). The system prompt is a file (dvc.yaml names it).
+    validation_size: float = knob(ge=0)
+    validation_seed: int = knob(ge=0)
+    train_limit: int = knob(ge=0)  # 0 keeps every training problem (after the validation split)
     test_limit: int = knob(ge=0)  # 0 keeps every test problem
 
 
@@ -104,7 +109,7 @@ class TrainParams:
     padding_free: bool = knob()  # pack sequences without padding (needs a flash-attention kernel)
     pad_to_multiple_of: int = knob(ge=0)  # padded batches: round each batch's length up; 0 = no rounding
     cuda_graphs: bool = knob()  # unsloth backend: replay its compiled layers as CUDA graphs
-    eval_limit: int = knob(ge=0)  # 0 evaluates on the whole test split
+    eval_limit: int = knob(ge=0)  # 0 evaluates on the whole validation split
     seed: int = knob(ge=0)
 
 

@@ -6,11 +6,17 @@ sample). Every row needs the fields ``index``, ``question``, ``explanation`` and
 
 Bad rows are never dropped silently: a row with an empty question or no number in its answer is
 skipped and counted in the stats; structural problems (missing fields, duplicate ids) are errors.
+
+Model selection never sees the test split: a seeded validation split (``data.validation_size``) is carved
+out of the cleaned training problems, whole questions at a time, so no question is in two splits.
+``validation_size: 0`` is the notebook's protocol: the test split doubles as the validation split.
 """
 
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Callable
 from pathlib import Path
 from statistics import quantiles
 from typing import Any
@@ -22,15 +28,28 @@ from vigsm.hub import names_local_path
 
 FIELDS = ("index", "question", "explanation", "answer")
 SPLITS = ("train", "test")
+OUTPUT_SPLITS = ("train", "validation", "test")
 FORMATS = (".jsonl", ".json", ".parquet", ".csv")
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
+Locate = Callable[[int], str]
+
+
+def _read_table(path: Path) -> tuple[list[dict[str, Any]], Locate]:
+    """The records of one file, and where record ``i`` is (``file:line`` for JSON Lines, 1-based)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         from vigsm.io import read_jsonl
 
-        return read_jsonl(path)
+        rows = read_jsonl(path)
+        with open(path, "rb") as fh:  # read_jsonl skips blank lines: map records back to their lines
+            lines = [n for n, raw in enumerate(fh, 1) if raw.strip()]
+        return rows, lambda i: f"{path}:{lines[i]}"
+    rows = _read_records(path, suffix)
+    return rows, lambda i: f"{path}: record {i + 1}"
+
+
+def _read_records(path: Path, suffix: str) -> list[dict[str, Any]]:
     if suffix == ".json":
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -77,13 +96,21 @@ def looks_local(source: str) -> bool:
 
 def load_rows(params: DataParams, sample_dir: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Return the raw rows of each split and provenance metadata (source, resolved revision)."""
-    if params.source == "sample":
-        return {s: _read_table(_local_split_path(str(sample_dir), s)) for s in SPLITS}, {
-            "source": "sample", "path": str(sample_dir), "resolved_revision": None}
-    if looks_local(params.source):
-        rows = {s: _read_table(_local_split_path(params.source, s)) for s in SPLITS}
-        return rows, {"source": params.source, "resolved_revision": None}
-    return _load_hub(params.source, params.revision)
+    rows, meta, _ = _load_located(params, sample_dir)
+    return rows, meta
+
+
+def _load_located(params: DataParams, sample_dir: Path
+                  ) -> tuple[dict[str, list[dict]], dict[str, Any], dict[str, Locate]]:
+    if params.source == "sample" or looks_local(params.source):
+        root = str(sample_dir) if params.source == "sample" else params.source
+        tables = {s: _read_table(_local_split_path(root, s)) for s in SPLITS}
+        meta = ({"source": "sample", "path": str(sample_dir)} if params.source == "sample"
+                else {"source": params.source})
+        return ({s: t[0] for s, t in tables.items()}, {**meta, "resolved_revision": None},
+                {s: t[1] for s, t in tables.items()})
+    rows, meta = _load_hub(params.source, params.revision)
+    return rows, meta, {s: (lambda i, s=s: f"{params.source} {s} record {i + 1}") for s in SPLITS}
 
 
 def _load_hub(repo_id: str, revision: str) -> tuple[dict[str, list[dict]], dict[str, Any]]:
@@ -107,17 +134,22 @@ def _load_hub(repo_id: str, revision: str) -> tuple[dict[str, list[dict]], dict[
                                                   "resolved_revision": sha}
 
 
-def clean_split(rows: list[dict], split: str) -> tuple[list[dict], dict[str, int]]:
-    """Check fields and ids, normalise answers; return kept rows and counts of skipped ones."""
+def clean_split(rows: list[dict], split: str, locate: Locate | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Check fields and ids, normalise answers; return kept rows and counts of skipped ones.
+
+    Errors name the record as ``locate(i)`` gives it (default ``<split> record <i+1>``): 1-based.
+    """
+    locate = locate or (lambda i: f"{split} record {i + 1}")
     skipped = {"empty_question": 0, "answer_without_number": 0}
     kept, seen = [], set()
     for i, row in enumerate(rows):
         missing = [f for f in FIELDS if f not in row]
         if missing:
-            raise VigsmError(f"{split} row {i}: missing field '{missing[0]}' (need {', '.join(FIELDS)})")
+            raise VigsmError(f"{locate(i)}: {split} record missing field '{missing[0]}' "
+                             f"(need {', '.join(FIELDS)})")
         ident = str(row["index"])
         if ident in seen:
-            raise VigsmError(f"{split} row {i}: duplicate index {ident!r}")
+            raise VigsmError(f"{locate(i)}: {split} record with duplicate index {ident!r}")
         seen.add(ident)
         question = str(row["question"] or "").strip()
         if not question:
@@ -132,23 +164,63 @@ def clean_split(rows: list[dict], split: str) -> tuple[list[dict], dict[str, int
     return kept, skipped
 
 
+def question_key(question: str) -> str:
+    """Questions are the same when they match ignoring case and runs of whitespace."""
+    return " ".join(question.lower().split())
+
+
 def drop_overlap(train: list[dict], test: list[dict]) -> tuple[list[dict], int]:
     """Remove training problems whose question also appears in the test split (contamination)."""
-    test_questions = {" ".join(r["question"].lower().split()) for r in test}
-    kept = [r for r in train if " ".join(r["question"].lower().split()) not in test_questions]
+    test_questions = {question_key(r["question"]) for r in test}
+    kept = [r for r in train if question_key(r["question"]) not in test_questions]
     return kept, len(train) - len(kept)
 
 
-def to_record(row: dict, params: DataParams) -> dict[str, Any]:
+def validation_count(size: float, n_train: int) -> int:
+    """How many training problems ``data.validation_size`` asks for: a fraction in (0, 1) of ``n_train``
+    (at least 1), a whole count >= 1, or 0 (none). Checked before any data are read."""
+    if size < 0 or (size >= 1 and size != int(size)):
+        raise VigsmError(f"params: data.validation_size: {size!r} is neither 0, a fraction in (0, 1) nor a "
+                         f"whole count >= 1")
+    if size == 0:
+        return 0
+    return max(1, round(size * n_train)) if size < 1 else int(size)
+
+
+def split_validation(train: list[dict], size: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Carve a seeded validation split out of ``train``; return (train, validation), each in file order.
+
+    Whole questions move together (duplicates of a question stay on one side), so no question is in both.
+    """
+    n = validation_count(size, len(train))
+    if n == 0:
+        return train, []
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(train):
+        groups.setdefault(question_key(r["question"]), []).append(i)
+    keys = list(groups)
+    random.Random(seed).shuffle(keys)
+    chosen: set[int] = set()
+    for k in keys:
+        if len(chosen) >= n:
+            break
+        chosen.update(groups[k])
+    if len(chosen) >= len(train):
+        raise VigsmError(f"params: data.validation_size: {size:g} takes {len(chosen)} of the {len(train)} "
+                         f"training problems and leaves none to train on; use a smaller fraction or count")
+    return ([r for i, r in enumerate(train) if i not in chosen], [r for i, r in enumerate(train) if i in chosen])
+
+
+def to_record(row: dict, params: DataParams, system_prompt: str) -> dict[str, Any]:
     """A conversational prompt/completion record (system + user -> assistant) for TRL's SFTTrainer."""
     try:
-        target = params.target_template.format(explanation=row["explanation"], answer=row["answer"])
+        target = "\n".join(params.target_template).format(explanation=row["explanation"], answer=row["answer"])
     except (KeyError, IndexError) as exc:
         raise VigsmError(f"params: data.target_template: unknown field {exc}; use {{explanation}} and "
                          f"{{answer}}") from exc
     return {
         **row,
-        "prompt": [{"role": "system", "content": params.system_prompt},
+        "prompt": [{"role": "system", "content": system_prompt},
                    {"role": "user", "content": row["question"]}],
         "completion": [{"role": "assistant", "content": target}],
     }
@@ -168,27 +240,71 @@ def length_stats(texts: list[str], prefix: str) -> dict[str, float]:
     return token_length_stats([len(t.split()) for t in texts], prefix)
 
 
-def prepare(params: DataParams, sample_dir: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Load, check, clean and format both splits; return the records and the stats/metadata."""
-    raw, meta = load_rows(params, sample_dir)
+def read_system_prompt(path: str | Path) -> str:
+    """The system prompt, verbatim (UTF-8, trailing newline kept), from its file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise VigsmError(f"{path}: system prompt file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise VigsmError(f"{path}: not valid UTF-8 ({exc.reason})") from exc
+    if not text.strip():
+        raise VigsmError(f"{path}: the system prompt is empty")
+    return text
+
+
+def _empty_split_error(split: str, n_read: int, reasons: dict[str, int], source: str) -> VigsmError:
+    """Why a split ended up empty: every reason with its count, and what to do."""
+    words = {"empty_question": "with an empty question", "answer_without_number": "without a number in the answer",
+             "overlap_with_test": "also in the test split (same question)",
+             "validation": "moved to the validation split (data.validation_size)"}
+    dropped = ", ".join(f"{n} {words[r]}" for r, n in reasons.items())
+    if reasons.get("overlap_with_test"):
+        advice = ("the train and test files share their questions: point data.source at a train split "
+                  "that is not the test split")
+    elif reasons.get("validation"):
+        advice = "use a smaller data.validation_size"
+    else:
+        advice = f"check the {split} file of data.source ({source}): each row needs a question and a numeric answer"
+    return VigsmError(f"the {split} split is empty after cleaning: {n_read} rows read, dropped {dropped}; {advice}")
+
+
+def prepare(params: DataParams, sample_dir: Path, system_prompt: str
+            ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Load, check, clean and format the splits; return the records (train, validation, test) and the stats.
+
+    The validation split comes from the cleaned training problems before ``train_limit`` applies, so it
+    does not change with ``train_limit``; with ``validation_size: 0`` it is the test split (the notebook).
+    """
+    validation_count(params.validation_size, 1)  # a bad size fails before any data are read
+    raw, meta, locate = _load_located(params, sample_dir)
     cleaned, skipped = {}, {}
     for split in SPLITS:
-        cleaned[split], skipped[split] = clean_split(raw[split], split)
+        cleaned[split], skipped[split] = clean_split(raw[split], split, locate[split])
+    if not cleaned["test"]:
+        raise _empty_split_error("test", len(raw["test"]), skipped["test"], meta["source"])
     cleaned["train"], overlap = drop_overlap(cleaned["train"], cleaned["test"])
+    if not cleaned["train"]:
+        raise _empty_split_error("train", len(raw["train"]), {**skipped["train"], "overlap_with_test": overlap},
+                                 meta["source"])
+    train, validation = split_validation(cleaned["train"], params.validation_size, params.validation_seed)
     limits = {"train": params.train_limit, "test": params.test_limit}
-    records = {s: [to_record(r, params) for r in (cleaned[s][: limits[s]] if limits[s] else cleaned[s])]
-               for s in SPLITS}
-    for split in SPLITS:
-        if not records[split]:
-            raise VigsmError(f"the {split} split is empty after cleaning ({skipped[split]})")
+    rows = {"train": train[: limits["train"]] if limits["train"] else train,
+            "test": cleaned["test"][: limits["test"]] if limits["test"] else cleaned["test"]}
+    rows["validation"] = validation if params.validation_size else rows["test"]
+    records = {s: [to_record(r, params, system_prompt) for r in rows[s]] for s in OUTPUT_SPLITS}
     stats: dict[str, Any] = {**meta}
     for split in SPLITS:
         stats[f"{split}_rows_read"] = len(raw[split])
+    for split in OUTPUT_SPLITS:
         stats[f"{split}_count"] = len(records[split])
-        for reason, n in skipped[split].items():
+        for reason, n in skipped.get(split, {}).items():
             stats[f"{split}_skipped_{reason}"] = n
         stats.update(length_stats([r["question"] for r in records[split]], f"{split}_question_words"))
         stats.update(length_stats([r["completion"][0]["content"] for r in records[split]],
                                   f"{split}_target_words"))
     stats["train_skipped_overlap_with_test"] = overlap
+    stats["validation_from"] = "train" if params.validation_size else "test"
+    stats["validation_seed"] = params.validation_seed
     return records, stats

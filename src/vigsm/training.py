@@ -23,7 +23,7 @@ from vigsm.data import token_length_stats
 from vigsm.device import cuda_available, peak_gpu_memory_gb
 from vigsm.digest import fingerprint
 from vigsm.errors import VigsmError
-from vigsm.io import atomic_dir, read_jsonl, write_json
+from vigsm.io import atomic_dir, read_jsonl, usual_permissions, write_json
 from vigsm.modeling import (
     chat_prompt_ids,
     check_device,
@@ -236,6 +236,34 @@ def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: 
     return trainer, backend
 
 
+def final_eval_loss(trainer: Any) -> float:
+    """The eval_loss of the weights about to be saved, re-evaluating only when no evaluation gave it.
+
+    With ``load_best_model_at_end`` the trainer has loaded the best checkpoint, evaluated at its step;
+    otherwise the weights are the last step's, evaluated there when the last step was an eval step.
+    """
+    state = trainer.state
+    step = state.global_step
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+        step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+    logged = {h["step"]: float(h["eval_loss"]) for h in state.log_history if "eval_loss" in h}
+    if step in logged:
+        return logged[step]
+    return float(trainer.evaluate()["eval_loss"])
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
+
+
+def drop_pickles(adapter_dir: Path) -> None:
+    """Remove the Trainer's pickled arguments (``training_args.bin``) from a directory that is published
+    (``dvc push``), and refuse any other pickle in it: whoever pulls an adapter gets safetensors and JSON."""
+    (adapter_dir / "training_args.bin").unlink(missing_ok=True)
+    left = sorted(p.name for p in adapter_dir.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    if left:
+        raise VigsmError(f"{adapter_dir}: pickle files {', '.join(left)} would be published with the adapter")
+
+
 def dvclive_callback(live_dir: Path, resume: bool) -> Any:
     """Transformers' DVCLive integration, logging per-step TSVs under ``live_dir``.
 
@@ -251,10 +279,13 @@ def dvclive_callback(live_dir: Path, resume: bool) -> Any:
 def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adapter_dir: Path,
           ckpt_dir: Path, metrics_path: Path, *, live_dir: Path | None = None) -> dict[str, Any]:
     """Train (resuming if a matching checkpoint exists), save the adapter, write metrics; return them."""
-    train_file, test_file = data_dir / "train.jsonl", data_dir / "test.jsonl"
-    train_rows, test_rows = read_jsonl(train_file), read_jsonl(test_file)
-    eval_rows = test_rows[: tp.eval_limit] if tp.eval_limit else test_rows
-    resume = resume_checkpoint(ckpt_dir, run_fingerprint(mp, lp, tp, [train_file, test_file]))
+    # Model selection reads the validation split only; the test split is generate's and score's.
+    train_file, val_file = data_dir / "train.jsonl", data_dir / "validation.jsonl"
+    train_rows, val_rows = read_jsonl(train_file), read_jsonl(val_file)
+    if not val_rows:
+        raise VigsmError(f"{val_file}: the validation split is empty; rerun prepare")
+    eval_rows = val_rows[: tp.eval_limit] if tp.eval_limit else val_rows
+    resume = resume_checkpoint(ckpt_dir, run_fingerprint(mp, lp, tp, [train_file, val_file]))
     callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir else None
     trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks)
     coverage = label_coverage(trainer, train_rows)
@@ -270,12 +301,13 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0
-    eval_metrics = trainer.evaluate()
-    eval_loss = float(eval_metrics["eval_loss"])
+    eval_loss = final_eval_loss(trainer)
 
     with atomic_dir(adapter_dir) as tmp:
         trainer.save_model(str(tmp))
         trainer.processing_class.save_pretrained(str(tmp))
+        drop_pickles(tmp)
+        usual_permissions(tmp)
 
     epochs_done = float(trainer.state.epoch or 0.0)
     # Throughput of this process: only the epochs trained since the checkpoint it resumed from, over its
@@ -285,7 +317,7 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss),
         "loss_tokens": LOSS_TOKENS,
-        "eval_split": "test" if not tp.eval_limit else f"test[:{tp.eval_limit}]",
+        "eval_split": "validation" if not tp.eval_limit else f"validation[:{tp.eval_limit}]",
         "eval_examples": len(eval_rows),
         "train_loss": float(result.training_loss),
         "global_step": int(trainer.state.global_step),
