@@ -69,11 +69,12 @@ python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_p
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
 # vi_gsm8k's sizes from vigsm.sample (7473 / 1319), prepared with params.yaml as shipped but for the model
-# ($1, and $2 its GGUF file or "") and the data source: the workspace's params.yaml is this copy's own.
+# ($1, and $2 its GGUF file or "") and the data source, plus any further overrides ($4...): the workspace's
+# params.yaml is this copy's own. $3 names the stage-times file.
 prepare_notebook_scale() {
   python3 -m vigsm.sample --out /tmp/nb-sample --train 7473 --test 1319 || return 1
   python3 benchmarks/override_params.py params.yaml data.source=/tmp/nb-sample model.name="$1" model.gguf_file="$2" \
-    || return 1
+    "${@:4}" || return 1
   local first=(prepare); grep -q "^  check:" dvc.yaml && first=(check prepare)
   python3 benchmarks/run_stages.py --out "$OUT/h200-$3-stages.json" --log-dir "$OUT" "${first[@]}"
 }
@@ -105,9 +106,9 @@ case $what in
     # first of two calls in a row (the second is `learning`): stash SmolLM2's first part, then time the
     # generate stage as shipped on the 3B-shaped random model with a separate r=32 adapter, 1319 questions
     mkdir -p /tmp/gguf-parts && cp .gguf-a /tmp/gguf-parts/ || exit 1
-    prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b || exit 1
     python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
       --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; exit 1; }
+    prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b || exit 1   # check needs the model built
     for i in 1 2 3; do
       python3 benchmarks/run_stages.py --out "$OUT/h200-gen3b-stages.json" --log-dir "$OUT" generate || exit 1
       cp metrics/generate.json "$OUT/h200-gen3b-run$i.json"
@@ -118,7 +119,9 @@ case $what in
     # on 7473 / 1319 problems from vigsm.sample; predictions come back for scoring on the calling machine
     mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
     sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
-    prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf learning || exit 1
+    # one epoch (EPOCHS=2 for the notebook's two) when the session's device time is short
+    prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf learning \
+      train.num_train_epochs="${EPOCHS:-1}" || exit 1
     python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option --live-dir \
       train generate-base generate
     mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
