@@ -125,7 +125,6 @@ case $what in
     python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option --live-dir \
       train generate-base generate
     mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
-    cp -r models/adapter "$OUT/learning/adapter"
     # the generate stage's slot path against the static batch on the fine-tuned model (texts, answers, time)
     python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl \
       --adapter models/adapter --repeats 3 --out "$OUT/h200-genpaths.json" 2>&1 | tee "$OUT/genpaths.log" \
