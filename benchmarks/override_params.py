@@ -21,7 +21,7 @@ def override(params: dict, assignments: list[str]) -> dict:
         section, _, key = dotted.partition(".")
         if not sep or section not in params or key not in params[section]:
             raise SystemExit(f"override_params: {item!r}: expected section.key=value for an existing key")
-        params[section][key] = yaml.safe_load(value)
+        params[section][key] = yaml.safe_load(value) if value else ""  # key= sets the empty string
     return params
 
 
