@@ -20,6 +20,7 @@ from typing import Any
 
 from vigsm.config import LoraParams, ModelParams, TrainParams, as_dict
 from vigsm.data import token_length_stats
+from vigsm.distributed import barrier, from_main, is_main, rank, world_size
 from vigsm.errors import VigsmError
 from vigsm.io import read_jsonl, replace_dir, write_json
 from vigsm.modeling import (
@@ -48,9 +49,12 @@ def run_fingerprint(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_files
     return h.hexdigest()[:16]
 
 
-def checkpoint_complete(path: Path) -> bool:
-    """A checkpoint is complete when its weights, optimizer, scheduler and trainer state are all there."""
+def checkpoint_complete(path: Path, world: int = 1) -> bool:
+    """A checkpoint is complete when its weights, optimizer, scheduler and trainer state are all there,
+    and, from ``world`` > 1 processes, every process's RNG state (each writes its own, unsynchronised)."""
     if not all((path / f).is_file() for f in CHECKPOINT_FILES):
+        return False
+    if world > 1 and not all((path / f"rng_state_{r}.pth").is_file() for r in range(world)):
         return False
     if not (any(path.glob("adapter_model.safetensors")) or any(path.glob("model*.safetensors"))):
         return False
@@ -61,7 +65,7 @@ def checkpoint_complete(path: Path) -> bool:
     return True
 
 
-def resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> Path | None:
+def resume_checkpoint(ckpt_dir: Path, fingerprint: str, world: int = 1) -> Path | None:
     """Prepare ``ckpt_dir`` for this run; return the last complete checkpoint to resume from, if any.
 
     A directory made by other settings is wiped. Incomplete checkpoints (a kill during saving) are
@@ -76,7 +80,7 @@ def resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> Path | None:
                    key=lambda p: int(p.name.split("-")[-1]))
     latest = None
     for p in found:
-        if checkpoint_complete(p):
+        if checkpoint_complete(p, world):
             latest = p
         else:
             print(f"[vigsm] skipping incomplete checkpoint {p} (removed)", flush=True)
@@ -132,6 +136,11 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
         bf16=on_gpu and mp.dtype == "bfloat16",
         fp16=on_gpu and mp.dtype == "float16",
         report_to=[],  # DVCLive is attached by train() as a callback it configures itself
+        # Several processes (vigsm.distributed): every LoRA weight gets a gradient at every step, so DDP
+        # need not search the graph for unused ones (an extra traversal per step).
+        ddp_find_unused_parameters=False,
+        # Without CUDA, accelerate shards the data over gloo processes only when told it runs on the CPU.
+        use_cpu=not on_gpu and world_size() > 1,
         dataset_num_proc=None,
         save_only_model=False,
         disable_tqdm=False,
@@ -275,8 +284,10 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     train_file, test_file = data_dir / "train.jsonl", data_dir / "test.jsonl"
     train_rows, test_rows = read_jsonl(train_file), read_jsonl(test_file)
     eval_rows = test_rows[: tp.eval_limit] if tp.eval_limit else test_rows
-    resume = resume_checkpoint(ckpt_dir, run_fingerprint(mp, lp, tp, [train_file, test_file]))
-    callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir else None
+    fingerprint = run_fingerprint(mp, lp, tp, [train_file, test_file])
+    # Several processes: the main one cleans the checkpoint directory; all resume from what it found.
+    resume = from_main(lambda: resume_checkpoint(ckpt_dir, fingerprint, world_size()))
+    callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir and is_main() else None
     trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks)
     coverage = label_coverage(trainer, train_rows)
     if coverage["prompt_tokens_labelled"] or coverage["completion_tokens_labelled"] != coverage["completion_tokens"]:
@@ -288,14 +299,15 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0
-    eval_metrics = trainer.evaluate()
+    eval_metrics = trainer.evaluate()  # every process takes part; the loss is over all of them
     eval_loss = float(eval_metrics["eval_loss"])
 
-    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    trainer.processing_class.save_pretrained(str(tmp))
-    replace_dir(tmp, adapter_dir)
+    if is_main():
+        tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.save_model(str(tmp))
+        trainer.processing_class.save_pretrained(str(tmp))
+        replace_dir(tmp, adapter_dir)
 
     epochs_done = float(trainer.state.epoch or 0.0)
     tokens_seen = sum(lengths) * epochs_done
@@ -310,6 +322,8 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "epochs": epochs_done,
         "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
         "backend": backend,
+        "processes": world_size(),
+        "rows_per_step": tp.per_device_train_batch_size * tp.gradient_accumulation_steps * world_size(),
         "device": "cuda" if cuda_available() else "cpu",
         "train_wall_seconds": wall,
         "train_tokens_per_second": tokens_seen / wall if wall > 0 else 0.0,
@@ -322,8 +336,11 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         import torch
 
         metrics["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    write_json(metrics_path, metrics)
-    # The run is complete and its adapter saved: its checkpoints have served their purpose, and a later
-    # forced rerun must train again rather than "resume" at the last step.
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if is_main():
+        write_json(metrics_path, metrics)
+        # The run is complete and its adapter saved: its checkpoints have served their purpose, and a later
+        # forced rerun must train again rather than "resume" at the last step.
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        print(f"[vigsm] process {rank()} of {world_size()} wrote {adapter_dir} and {metrics_path}", flush=True)
+    barrier()  # the others leave once the outputs are in place
     return metrics
