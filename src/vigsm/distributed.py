@@ -135,6 +135,40 @@ def relaunch(world: int) -> NoReturn:
     os.execv(cmd[0], cmd)
 
 
+def die_with_launcher() -> None:
+    """Have the kernel kill this worker when its launcher dies (Linux; elsewhere nothing).
+
+    torchrun starts each worker in a session of its own and stops them when it is asked to (SIGTERM,
+    Ctrl-C), but a launcher killed outright (SIGKILL, the OOM killer) would leave them training on and
+    writing beside the rerun. Called in every worker before any work.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _accept_indexed_cpu_locations() -> None:
+    """Let torch.load map onto ``cpu:<n>``. Under gloo, accelerate names each process's device ``cpu:<rank>``
+    and transformers' Trainer resumes the optimizer with that as map_location, which torch only knows as
+    ``cpu``; without this, resuming on several CPU processes fails. CUDA runs never get here."""
+    import torch
+
+    def deserialize(obj: Any, location: str) -> Any:
+        return obj if location.startswith("cpu:") else None
+
+    torch.serialization.register_package(97, lambda obj: None, deserialize)  # after the built-in ones
+
+
 @contextmanager
 def process_group(backend: str | None = None, timeout: timedelta | None = None) -> Iterator[None]:
     """In a worker, join the process group (NCCL with CUDA, gloo without, unless ``backend`` says) and
@@ -142,6 +176,7 @@ def process_group(backend: str | None = None, timeout: timedelta | None = None) 
     if world_size() == 1:
         yield
         return
+    die_with_launcher()
     import torch
     import torch.distributed as dist
 
@@ -150,6 +185,8 @@ def process_group(backend: str | None = None, timeout: timedelta | None = None) 
         if cuda:
             # Each process owns one device; loaders that place on the current device follow it.
             torch.cuda.set_device(local_rank())
+        else:
+            _accept_indexed_cpu_locations()
         backend = backend or ("nccl" if cuda else "gloo")
         dist.init_process_group(backend=backend, **({"timeout": timeout} if timeout else {}))
     try:
