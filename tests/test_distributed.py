@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, tiny_params, write_params
 from vigsm import distributed
@@ -37,8 +38,6 @@ def test_gpus_rejects_anything_else_in_one_line(value):
 
 
 def test_params_yaml_ships_one_process():
-    import yaml
-
     doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     assert doc["train"]["gpus"] == 1 and doc["generate"]["gpus"] == 1
 
@@ -278,4 +277,23 @@ def test_sharded_generation_merges_to_one_process_predictions(prepared, tiny_mod
     rows = [json.loads(line) for line in outs[1].read_text().splitlines()]
     test_ids = [json.loads(line)["id"] for line in (prepared / "test.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == test_ids and len(rows) == 12
+    assert outs[2].read_bytes() == outs[1].read_bytes()
+
+    # A kill after rank 1 finished its shard: the rerun reuses that shard (found by the run's fingerprint)
+    # and decodes only rank 0's. The shard is planted from the reference, so reuse is what makes it match.
+    from vigsm.generation import fingerprint
+    from vigsm.io import read_jsonl, write_jsonl
+
+    work = tmp_path / "gen2"
+    s = {k: parse_section(k, v, SECTIONS[k]) for k, v in
+         yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8")).items()}
+    mine = distributed.shard(read_jsonl(prepared / "test.jsonl"), 1, 2)
+    done = distributed.shard_path(outs[2], fingerprint(s["model"], s["generate"], mine, None), 1, 2)
+    write_jsonl(done, distributed.shard(rows, 1, 2))
+    outs[2].unlink()
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "generate.py"), "--test",
+                           str(prepared / "test.jsonl"), "--out", str(outs[2]), "--params", str(work / "params.yaml")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(6 resumed)" in proc.stdout and not done.exists()
     assert outs[2].read_bytes() == outs[1].read_bytes()
