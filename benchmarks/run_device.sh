@@ -122,8 +122,8 @@ case $what in
     # one epoch (EPOCHS=2 for the notebook's two) when the session's device time is short
     prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf learning \
       train.num_train_epochs="${EPOCHS:-1}" || exit 1
-    python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option --live-dir \
-      train generate-base generate
+    python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option=--live-dir \
+      train generate-base generate || exit 1
     mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
     # the generate stage's slot path against the static batch on the fine-tuned model (texts, answers, time)
     python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl \

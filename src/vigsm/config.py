@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -39,6 +39,8 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
               "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
               "warmup_stable_decay")
+# A process count: an integer, or "auto" for every visible CUDA device (1 on a machine without one).
+Gpus = int | Literal["auto"]
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
               "adafactor", "sgd", "adamw_bnb_8bit")
 
@@ -111,6 +113,7 @@ class TrainParams:
     cuda_graphs: bool = knob()  # unsloth backend: replay its compiled layers as CUDA graphs
     eval_limit: int = knob(ge=0)  # 0 evaluates on the whole validation split
     seed: int = knob(ge=0)
+    gpus: Gpus = knob(ge=1)  # noqa: RUF009 - torchrun processes (vigsm.distributed); 1: no launcher
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class GenerateParams:
     seed: int = knob(ge=0)
     stop_at_answer: bool = knob()  # end a row once its "### <number>" line is complete (vigsm.stopping)
     stop_loops: bool = knob()  # end a row whose last tokens repeat one short cycle (vigsm.stopping)
+    gpus: Gpus = knob(ge=1)  # noqa: RUF009 - processes, each decoding a shard (vigsm.distributed)
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,19 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
             raise VigsmError(f"params: {key}: expected a non-empty list of {_type_name(item_tp)}, got {value!r}")
         return [_check_value(f"{key}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
-        raise TypeError("unions are not used in the schema")
+        # The one union in the schema: a number or a keyword (Gpus). The keyword is matched exactly; any
+        # other value must pass as the number, with its bounds.
+        args = typing.get_args(tp)
+        words = [w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        numbers = [a for a in args if typing.get_origin(a) is not Literal]
+        if len(numbers) != 1 or not words:
+            raise TypeError(f"unsupported union in the schema: {tp}")
+        if value in words and isinstance(value, str):
+            return value
+        if isinstance(value, bool) or not isinstance(value, numbers[0]):
+            allowed = " or ".join(repr(w) for w in words)
+            raise VigsmError(f"params: {key}: expected an integer >= {meta.get('ge')} or {allowed}, got {value!r}")
+        return _check_value(key, value, numbers[0], meta)
     if tp is bool:
         if not isinstance(value, bool):
             raise VigsmError(f"params: {key}: expected true or false, got {value!r}")

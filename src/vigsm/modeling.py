@@ -106,7 +106,10 @@ def load_model(p: ModelParams, source: str, *, device_map: Any = None) -> Any:
     if qc is not None:
         kwargs["quantization_config"] = qc
     if cuda_available():
-        kwargs["device_map"] = device_map or {"": 0}
+        import torch
+
+        # The current device: 0, or this process's own under several (vigsm.distributed sets it).
+        kwargs["device_map"] = device_map or {"": torch.cuda.current_device()}
     try:
         return AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except VigsmError:

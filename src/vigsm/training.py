@@ -22,6 +22,7 @@ from vigsm.config import LoraParams, ModelParams, TrainParams, as_dict
 from vigsm.data import token_length_stats
 from vigsm.device import cuda_available, peak_gpu_memory_gb
 from vigsm.digest import fingerprint
+from vigsm.distributed import barrier, from_main, is_main, rank, world_size
 from vigsm.errors import VigsmError
 from vigsm.io import atomic_dir, read_jsonl, usual_permissions, write_json
 from vigsm.modeling import (
@@ -45,9 +46,12 @@ def run_fingerprint(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_files
     return fingerprint([as_dict(mp), as_dict(lp), as_dict(tp)], *(Path(f) for f in data_files))
 
 
-def checkpoint_complete(path: Path) -> bool:
-    """A checkpoint is complete when its weights, optimizer, scheduler and trainer state are all there."""
+def checkpoint_complete(path: Path, world: int = 1) -> bool:
+    """A checkpoint is complete when its weights, optimizer, scheduler and trainer state are all there,
+    and, from ``world`` > 1 processes, every process's RNG state (each writes its own, unsynchronised)."""
     if not all((path / f).is_file() for f in CHECKPOINT_FILES):
+        return False
+    if world > 1 and not all((path / f"rng_state_{r}.pth").is_file() for r in range(world)):
         return False
     if not (any(path.glob("adapter_model.safetensors")) or any(path.glob("model*.safetensors"))):
         return False
@@ -58,7 +62,7 @@ def checkpoint_complete(path: Path) -> bool:
     return True
 
 
-def resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> Path | None:
+def resume_checkpoint(ckpt_dir: Path, fingerprint: str, world: int = 1) -> Path | None:
     """Prepare ``ckpt_dir`` for this run; return the last complete checkpoint to resume from, if any.
 
     A directory made by other settings is wiped. Incomplete checkpoints (a kill during saving) are
@@ -73,7 +77,7 @@ def resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> Path | None:
                    key=lambda p: int(p.name.split("-")[-1]))
     latest = None
     for p in found:
-        if checkpoint_complete(p):
+        if checkpoint_complete(p, world):
             latest = p
         else:
             print(f"[vigsm] skipping incomplete checkpoint {p} (removed)", flush=True)
@@ -129,6 +133,11 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
         bf16=on_gpu and mp.dtype == "bfloat16",
         fp16=on_gpu and mp.dtype == "float16",
         report_to=[],  # DVCLive is attached by train() as a callback it configures itself
+        # Several processes (vigsm.distributed): every LoRA weight gets a gradient at every step, so DDP
+        # need not search the graph for unused ones (an extra traversal per step).
+        ddp_find_unused_parameters=False,
+        # Without CUDA, accelerate shards the data over gloo processes only when told it runs on the CPU.
+        use_cpu=not on_gpu and world_size() > 1,
         dataset_num_proc=None,
         save_only_model=False,
         disable_tqdm=False,
@@ -285,8 +294,10 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     if not val_rows:
         raise VigsmError(f"{val_file}: the validation split is empty; rerun prepare")
     eval_rows = val_rows[: tp.eval_limit] if tp.eval_limit else val_rows
-    resume = resume_checkpoint(ckpt_dir, run_fingerprint(mp, lp, tp, [train_file, val_file]))
-    callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir else None
+    run_fp = run_fingerprint(mp, lp, tp, [train_file, val_file])
+    # Several processes: the main one cleans the checkpoint directory; all resume from what it found.
+    resume = from_main(lambda: resume_checkpoint(ckpt_dir, run_fp, world_size()))
+    callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir and is_main() else None
     trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks)
     coverage = label_coverage(trainer, train_rows)
     if coverage["prompt_tokens_labelled"] or coverage["completion_tokens_labelled"] != coverage["completion_tokens"]:
@@ -301,13 +312,15 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0
+    # Every process takes part when it must evaluate again (they share the log history, so they agree).
     eval_loss = final_eval_loss(trainer)
 
-    with atomic_dir(adapter_dir) as tmp:
-        trainer.save_model(str(tmp))
-        trainer.processing_class.save_pretrained(str(tmp))
-        drop_pickles(tmp)
-        usual_permissions(tmp)
+    if is_main():
+        with atomic_dir(adapter_dir) as tmp:
+            trainer.save_model(str(tmp))
+            trainer.processing_class.save_pretrained(str(tmp))
+            drop_pickles(tmp)
+            usual_permissions(tmp)
 
     epochs_done = float(trainer.state.epoch or 0.0)
     # Throughput of this process: only the epochs trained since the checkpoint it resumed from, over its
@@ -324,6 +337,8 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "epochs": epochs_done,
         "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
         "backend": backend,
+        "processes": world_size(),
+        "rows_per_step": tp.per_device_train_batch_size * tp.gradient_accumulation_steps * world_size(),
         "device": "cuda" if cuda_available() else "cpu",
         "train_wall_seconds": wall,
         "train_tokens_this_run": round(tokens_this_run),
@@ -336,8 +351,11 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     peak = peak_gpu_memory_gb()
     if peak is not None:
         metrics["peak_gpu_memory_gb"] = peak
-    write_json(metrics_path, metrics)
-    # The run is complete and its adapter saved: its checkpoints have served their purpose, and a later
-    # forced rerun must train again rather than "resume" at the last step.
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if is_main():
+        write_json(metrics_path, metrics)
+        # The run is complete and its adapter saved: its checkpoints have served their purpose, and a later
+        # forced rerun must train again rather than "resume" at the last step.
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        print(f"[vigsm] process {rank()} of {world_size()} wrote {adapter_dir} and {metrics_path}", flush=True)
+    barrier()  # the others leave once the outputs are in place
     return metrics
