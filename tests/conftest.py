@@ -144,3 +144,12 @@ def make_project(dest: Path, params: dict) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "init"], dest)
     return dest
+
+
+def reproduced_project(dest: Path, params: dict, message: str = "pipeline run") -> Path:
+    """A fresh project (make_project) after one `dvc repro`, with its results committed."""
+    make_project(dest, params)
+    run([sys.executable, "-m", "dvc", "repro"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", message], dest)
+    return dest

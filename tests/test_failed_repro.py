@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, run, tiny_params, write_params
+from conftest import reproduced_project, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 DVC = [sys.executable, "-m", "dvc"]
@@ -43,10 +43,7 @@ def restore(project: Path, files: dict[str, bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_model_dir) -> Path:
-    dest = make_project(tmp_path_factory.mktemp("failing"), tiny_params(tiny_model_dir))
-    run([*DVC, "repro"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "baseline run"], dest)
+    dest = reproduced_project(tmp_path_factory.mktemp("failing"), tiny_params(tiny_model_dir), "baseline run")
     # A local data source, without the answer field in its train file.
     own = dest / "own"
     own.mkdir()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_project, run, tiny_params
+from conftest import reproduced_project, run, tiny_params
 
 pytestmark = pytest.mark.slow
 DVC = [sys.executable, "-m", "dvc"]
@@ -20,11 +20,7 @@ DVC = [sys.executable, "-m", "dvc"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir) -> Path:
-    dest = make_project(tmp_path_factory.mktemp("workflow"), tiny_params(tiny_model_dir))
-    run([*DVC, "repro"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "trained"], dest)
-    return dest
+    return reproduced_project(tmp_path_factory.mktemp("workflow"), tiny_params(tiny_model_dir), "trained")
 
 
 def test_queued_sweep(trained):
