@@ -207,3 +207,77 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
     partial.unlink()
     return {"questions": len(rows), "resumed": resumed, "batch_size_used": size if todo else None,
             **stats.as_dict()}
+
+
+# Counters of run_generation that add up over the processes' shards.
+COUNTS = ("new_tokens", "row_steps", "cycle_tokens", "prefills", "stopped_at_eos", "stopped_at_answer",
+          "stopped_as_loop", "hit_max_new_tokens")
+
+
+def generate_split(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapter: Path | None, out: Path,
+                   world: int) -> dict[str, Any] | None:
+    """The generate stage's work in this process: load the model, answer this process's shard of ``rows``
+    (all of them when ``world`` is 1) with :func:`run_generation`, and on the main process merge the shards
+    into ``out`` in the test split's order. Returns the stage's metrics on the main process, else None.
+
+    Each shard has its own resumable file; one that finished before a kill is not loaded or decoded again.
+    """
+    import time
+    from datetime import timedelta
+
+    from vigsm import distributed
+    from vigsm.device import peak_gpu_memory_gb
+    from vigsm.modeling import load_with_adapter
+
+    # gloo for coordination only (no tensors cross devices); the shards may finish far apart in time.
+    with distributed.process_group(backend="gloo", timeout=timedelta(days=7)):
+        rank = distributed.rank()
+        mine = distributed.shard(rows, rank, world)
+        fp = fingerprint(mp, gp, mine, adapter)
+        mine_out = out if world == 1 else distributed.shard_path(out, fp, rank, world)
+        t0 = time.time()
+        if world > 1 and mine_out.is_file():  # this shard finished before a kill: nothing to load or decode
+            info = {"questions": len(mine), "resumed": len(mine), "batch_size_used": None,
+                    **dict.fromkeys(COUNTS, 0)}
+            load_s = gen_s = 0.0
+        else:
+            model, tok = load_with_adapter(mp, str(adapter) if adapter else None, base_16bit=gp.base_16bit,
+                                           merge_adapter=gp.merge_adapter)
+            load_s = time.time() - t0
+            t1 = time.time()
+            info = run_generation(model, tok, mine, gp, mine_out, fp)
+            gen_s = time.time() - t1
+        parts = distributed.gather({**info, "load_s": load_s, "gen_s": gen_s, "peak": peak_gpu_memory_gb(),
+                                    "out": str(mine_out)})
+        figures = None
+        if distributed.is_main():
+            if world > 1:
+                from vigsm.io import read_jsonl
+
+                shards = [read_jsonl(p["out"]) for p in parts]
+                write_jsonl(out, distributed.merge_shards([r["id"] for r in rows], shards))
+                for p in parts:
+                    Path(p["out"]).unlink()
+            figures = stage_metrics(parts, world)
+        distributed.barrier()
+    return figures
+
+
+def stage_metrics(parts: list[dict], world: int) -> dict[str, Any]:
+    """The stage's metrics from each process's figures: counts summed, times the slowest process's."""
+    counts = {k: sum(p[k] for p in parts) for k in COUNTS}
+    new_tokens, row_steps = counts["new_tokens"], counts["row_steps"]
+    load_s, gen_s = max(p["load_s"] for p in parts), max(p["gen_s"] for p in parts)
+    used = [p["batch_size_used"] for p in parts if p["batch_size_used"] is not None]
+    figures = {"questions": sum(p["questions"] for p in parts),
+               "resumed_questions": sum(p["resumed"] for p in parts),
+               "batch_size_used": min(used) if used else None, "load_seconds": round(load_s, 2),
+               "generate_seconds": round(gen_s, 2), "new_tokens": new_tokens,
+               "new_tokens_per_second": round(new_tokens / gen_s, 1) if gen_s > 0 else None,
+               # decoding work: every row-step the model ran, and the share of it that made no new token
+               "waste": round(1 - new_tokens / row_steps, 4) if row_steps else 0.0,
+               "forward_steps": max(p.get("forward_steps", 0) for p in parts), **counts, "processes": world}
+    peaks = [p["peak"] for p in parts if p["peak"] is not None]
+    if peaks:
+        figures["peak_gpu_memory_gb"] = round(max(peaks), 2)
+    return figures
