@@ -177,7 +177,8 @@ def test_two_processes_learn_what_one_learns(trained):
     Tolerances: each process sums the loss and gradient over its half of a step's tokens and gloo adds the
     halves, so only the order of float32 additions changes (epsilon 1.2e-7); each half is also padded to its
     own length. Losses near 10.9 then agree to a few 1e-6 relative (measured: up to 4e-6, i.e. 4.4e-5
-    absolute), hence 2e-5 relative, still 20 times below the smallest effect of learning otherwise (below). Adam divides every gradient element by its own
+    absolute), hence 2e-5 relative, still 20 times below the smallest effect of learning otherwise (below).
+    Adam divides every gradient element by its own
     running RMS, which magnifies the relative rounding of elements whose gradient is near zero; the adapter
     as a whole measured 6e-6 relative (Frobenius norm of the difference over all tensors), hence 1e-4.
     Learning something else is far outside both: 8 rows per step instead of 4 (the silent doubling this
