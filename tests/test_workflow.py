@@ -108,7 +108,7 @@ def test_dequantised_4bit_base_merges_the_adapter(trained, tiny_model_dir):
     a dense one holding exactly bitsandbytes' dequantised weights, and the adapter merged on top computes
     the same as the adapter kept separate. The base is quantised here by hand, on the CPU:
     ``load_with_adapter`` itself refuses 4-bit loading without CUDA (the GPU tier covers that part)."""
-    bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is the gpu extra; NF4 also runs on a CPU")
+    bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes (the test extra) is not installed")
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
