@@ -44,8 +44,8 @@ def _sync() -> None:
 def run_static(model: Any, tok: Any, rows: list[dict], gp: Any) -> tuple[dict[str, str], dict[str, int]]:
     """One sorted left-padded batch of all prompts through model.generate: texts and work figures."""
     import torch
+    from static_generation import generation_kwargs
 
-    from vigsm.generation import generation_kwargs
     from vigsm.modeling import chat_prompt_ids
 
     ids = [chat_prompt_ids(tok, r["prompt"]) for r in rows]

@@ -215,8 +215,9 @@ def bench_generate(args) -> dict:
     import dataclasses
 
     import torch
+    from static_generation import generate_batch
 
-    from vigsm.generation import generate_batch, sort_by_length
+    from vigsm.generation import sort_by_length
     from vigsm.io import read_jsonl
     from vigsm.modeling import load_with_adapter
 

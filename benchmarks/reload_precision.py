@@ -59,9 +59,9 @@ def main() -> None:
                              max_new_tokens=args.new_tokens, batch_size=args.prompts)
 
     import torch
+    from static_generation import generate_batch
 
     from as_trained import load_as_trained
-    from vigsm.generation import generate_batch
     from vigsm.modeling import load_with_adapter
     from vigsm.training import build_trainer
 

@@ -106,8 +106,8 @@ def trained(request, setup, tmp_path_factory) -> dict:
     import gc
 
     import torch
+    from static_generation import generate_batch
 
-    from vigsm.generation import generate_batch
     from vigsm.training import build_trainer, label_coverage
 
     backend = request.param
@@ -142,7 +142,8 @@ def trained(request, setup, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def reloaded(trained) -> dict:
     """The saved adapter on the notebook's 4-bit base, as the generate stage loads it with base_16bit false."""
-    from vigsm.generation import generate_batch
+    from static_generation import generate_batch
+
     from vigsm.modeling import load_with_adapter
 
     model, tok = load_with_adapter(trained["s"]["model"], trained["adapter"], base_16bit=False)
@@ -158,8 +159,8 @@ def sixteen_bit(trained, reloaded) -> dict:
     import gc
 
     import torch
+    from static_generation import generate_batch
 
-    from vigsm.generation import generate_batch
     from vigsm.modeling import load_with_adapter
 
     model, tok = reloaded["model"], reloaded["tok"]
@@ -232,8 +233,9 @@ def test_peft_adapter_reloaded_in_training_precision_repeats_the_live_texts(trai
     H200, against 16/24 for the bfloat16 reload)."""
     if trained["backend"] != "peft":
         pytest.skip("unsloth decodes with its own kernels; the exact reload is a property of the PEFT backend")
+    from static_generation import generate_batch
+
     from as_trained import load_as_trained
-    from vigsm.generation import generate_batch
 
     kbit = load_as_trained(trained["s"]["model"], trained["adapter"])
     as_trained = generate_batch(kbit, reloaded["tok"], trained["prompts"], trained["gp"], seed=0)[0]

@@ -9,8 +9,8 @@ params and questions, and only the answers still in flight are decoded again. Sa
 random stream seeded by each question's id, so a resumed run samples alike. The final file is written
 atomically, in the test split's order, once every question is answered.
 
-:func:`generate_batch` is the static path (one left-padded ``model.generate`` batch): the GPU tier tests
-and the benchmarks compare against it; the stage does not use it.
+The static path (one left-padded ``model.generate`` batch), which the GPU tier tests and the benchmarks
+compare against, lives beside them in ``benchmarks/static_generation.py``.
 """
 
 from __future__ import annotations
@@ -84,32 +84,6 @@ def make_row(rec: dict, raw: str) -> dict[str, Any]:
         "answer_text": answer_text,
         "answer": extract_answer(raw),
     }
-
-
-def generation_kwargs(gp: GenerateParams, tok: Any) -> dict[str, Any]:
-    kw: dict[str, Any] = {"max_new_tokens": gp.max_new_tokens, "do_sample": gp.do_sample,
-                          "pad_token_id": tok.pad_token_id}
-    if gp.do_sample:
-        kw.update(temperature=gp.temperature, top_p=gp.top_p)
-    else:
-        # Greedy: clear sampling knobs a generation_config may carry, so no warning and no surprise.
-        kw.update(temperature=None, top_p=None, top_k=None)
-    return kw
-
-
-def generate_batch(model: Any, tok: Any, prompts: list[list[dict]], gp: GenerateParams,
-                   seed: int) -> tuple[list[str], int]:
-    """Generate one batch (left-padded); return the decoded new text of each prompt and the number of
-    new tokens produced (end-of-turn tokens included, the padding after them not)."""
-    import torch
-
-    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    torch.manual_seed(seed)
-    with torch.inference_mode():
-        out = model.generate(**enc, **generation_kwargs(gp, tok))
-    new = out[:, enc["input_ids"].shape[1]:]
-    return tok.batch_decode(new, skip_special_tokens=True), int((new != tok.pad_token_id).sum())
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
