@@ -47,7 +47,14 @@ def system_prompt_at(rev: str | None) -> str:
     from vigsm.compare import resolve_rev
 
     commit = resolve_rev(rev)
-    path = system_prompt_file(rev=commit)
+    try:
+        path = system_prompt_file(rev=commit)
+    except VigsmError:
+        # A revision from before the prompt moved to its own file kept it in params.yaml.
+        legacy = params_at(rev).get("data", {}).get("system_prompt")
+        if isinstance(legacy, str):
+            return legacy
+        raise
     try:
         return dvc.api.read(path, rev=commit, encoding="utf-8")
     except Exception as exc:

@@ -58,6 +58,7 @@ def check_data(p: DataParams, sample_dir: Path, system_prompt_file: Path) -> Non
 def check_model(p: ModelParams) -> None:
     """The checks of ``vigsm.weights.resolve_model`` that need neither torch, a GGUF conversion nor a
     download: the package or local directory exists and holds the weights or GGUF file named."""
+    from vigsm.hub import names_local_path
     from vigsm.weights import _check_local_weights, _package_dir
 
     if p.name.startswith("pkg:"):
@@ -66,7 +67,7 @@ def check_model(p: ModelParams) -> None:
             raise VigsmError("model.gguf_file: required with a pkg: model (e.g. SmolLM2-135M-Instruct.Q4_1.gguf)")
     else:
         directory = Path(p.name).expanduser()
-        if not (directory.exists() or p.name.startswith((".", "/", "~"))):
+        if not names_local_path(p.name):
             _check_hub_id("model.name", p.name, "model", p.revision, need_owner=True)
             return
         if not directory.is_dir():

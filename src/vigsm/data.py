@@ -94,12 +94,6 @@ def looks_local(source: str) -> bool:
     return "{split}" in source or names_local_path(source)
 
 
-def load_rows(params: DataParams, sample_dir: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Return the raw rows of each split and provenance metadata (source, resolved revision)."""
-    rows, meta, _ = _load_located(params, sample_dir)
-    return rows, meta
-
-
 def _load_located(params: DataParams, sample_dir: Path
                   ) -> tuple[dict[str, list[dict]], dict[str, Any], dict[str, Locate]]:
     if params.source == "sample" or looks_local(params.source):

@@ -323,8 +323,8 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
             usual_permissions(tmp)
 
     epochs_done = float(trainer.state.epoch or 0.0)
-    # Throughput of this process: only the epochs trained since the checkpoint it resumed from, over its
-    # own wall time (all epochs' tokens over a resumed run's time would overstate it).
+    # Throughput of this run (every process's tokens over this process's wall time): only the epochs trained
+    # since the checkpoint it resumed from (all epochs' tokens over a resumed run's time would overstate it).
     tokens_this_run = sum(lengths) * (epochs_done - epochs_before)
     metrics = {
         "eval_loss": eval_loss,
