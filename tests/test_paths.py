@@ -124,8 +124,6 @@ def test_ask_falls_back_to_the_params_prompt_at_revisions_before_the_prompt_file
 
     monkeypatch.setattr(compare_mod, "resolve_rev", lambda rev: "abc123")
     monkeypatch.setattr(ask_mod, "system_prompt_file", no_option)
-    monkeypatch.setattr(ask_mod, "params_at", lambda rev, params_path="params.yaml": {"data": {"system_prompt": "P\n"}})
-    assert ask_mod.system_prompt_at("old-exp") == "P\n"
-    monkeypatch.setattr(ask_mod, "params_at", lambda rev, params_path="params.yaml": {"data": {}})
+    assert ask_mod.system_prompt_at("old-exp", {"data": {"system_prompt": "P\n"}}) == "P\n"
     with pytest.raises(VigsmError, match="--system-prompt"):
-        ask_mod.system_prompt_at("old-exp")
+        ask_mod.system_prompt_at("old-exp", {"data": {}})

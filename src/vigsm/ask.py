@@ -37,7 +37,9 @@ def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, An
     return dvc.api.params_show(params_path, rev=resolve_rev(rev))
 
 
-def system_prompt_at(rev: str | None) -> str:
+def system_prompt_at(rev: str | None, params: dict[str, Any]) -> str:
+    """The system prompt file prepare reads, in the workspace or as of ``rev``; ``params`` is that
+    revision's params (before the prompt had its own file it was ``data.system_prompt`` there)."""
     from vigsm.data import read_system_prompt
 
     if rev is None:
@@ -51,7 +53,7 @@ def system_prompt_at(rev: str | None) -> str:
         path = system_prompt_file(rev=commit)
     except VigsmError:
         # A revision from before the prompt moved to its own file kept it in params.yaml.
-        legacy = params_at(rev).get("data", {}).get("system_prompt")
+        legacy = params.get("data", {}).get("system_prompt")
         if isinstance(legacy, str):
             return legacy
         raise
@@ -82,7 +84,7 @@ def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_to
         adapter: str | None = None, stream: bool = True, params: str = "params.yaml") -> tuple[str, str | None]:
     """Generate a greedy answer; return (text, extracted answer). Streams to stdout when asked."""
     doc = params_at(rev, params)
-    system_prompt = system_prompt_at(rev)
+    system_prompt = system_prompt_at(rev, doc)
     model_p = parse_section("model", doc["model"], SECTIONS["model"])
     from vigsm.modeling import check_device, load_with_adapter
 
