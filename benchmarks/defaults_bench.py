@@ -57,12 +57,20 @@ def summarize(runs: list[dict]) -> dict:
     for name, rs in ((gb.BASELINE, base), (DEFAULTS, dflt)):
         out[name] = {"tokens_per_second": spread([r["tokens_per_second"] for r in rs]),
                      "peak_memory_gb": spread([r["peak_memory_gb"] for r in rs]),
-                     "mfu_4N": spread([r["mfu_4N"] for r in rs])}
+                     "mfu_4N": spread([r["mfu_4N"] for r in rs]),
+                     # the window's tokens over its median step: the rate with first-seen shapes' recompilations
+                     # (outlier steps) left out; an older run without per-step times has none
+                     "tokens_per_second_median_step": spread([
+                         r["tokens_timed"] / (r["steps_timed"] * r["step_seconds_median"])
+                         for r in rs if r.get("step_seconds_median")])}
     if base and dflt:
         tb, td = out[gb.BASELINE]["tokens_per_second"], out[DEFAULTS]["tokens_per_second"]
         mb, md = out[gb.BASELINE]["peak_memory_gb"], out[DEFAULTS]["peak_memory_gb"]
         out["default_train_speedup"] = round(td["median"] / tb["median"], 3)
         out["default_train_memory_ratio"] = round(md["median"] / mb["median"], 3)
+        sb, sd = out[gb.BASELINE]["tokens_per_second_median_step"], out[DEFAULTS]["tokens_per_second_median_step"]
+        if sb and sd:
+            out["speedup_median_step"] = round(sd["median"] / sb["median"], 3)
         # each adjacent (baseline, defaults) pair ran back to back: the spread of their ratios
         pairs = list(zip(base, dflt, strict=False))
         out["pairwise_speedup"] = spread([d["tokens_per_second"] / b["tokens_per_second"] for b, d in pairs])

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -141,6 +142,9 @@ def bench_train(args) -> dict:
     trainer.save_model(ADAPTER)
     tps = tokens / seconds
     n_params = base_params()
+    # Each timed step's wall time: a first-seen padded length (a recompilation of unsloth's compiled layers)
+    # shows as an outlier, so the median step and the window's mean can be told apart.
+    step_s = [marks[i][0] - marks[i - 1][0] for i in range(args.warmup + 1, args.warmup + args.steps + 1)]
     profile_summary = step_profile(prof, marks, args) if args.profile_steps else None
     return {"profile": profile_summary, "path": args.label, "backend": backend, "padding_free": args.padding_free,
             "pad_to_multiple_of": args.pad_multiple, "cuda_graphs": args.cuda_graphs, "warmup_steps": args.warmup,
@@ -148,6 +152,7 @@ def bench_train(args) -> dict:
             "steps_timed": args.steps, "seconds_per_step": seconds / args.steps, "tokens_timed": tokens,
             "tokens_counted_by": "trainer (non-padding)" if counted > 0 else "estimate (mean length)",
             "tokens_per_second": tps, "mean_tokens_per_example": sum(lengths) / len(lengths),
+            "step_seconds": [round(x, 4) for x in step_s], "step_seconds_median": statistics.median(step_s),
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9, "mfu_4N": tps * 4 * n_params / PEAK_BF16_DENSE,
             "trainer_grad_accum": trainer.args.gradient_accumulation_steps,
             "prompt_tokens_labelled": cov["prompt_tokens_labelled"],

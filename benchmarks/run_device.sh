@@ -24,6 +24,16 @@
 #   bash benchmarks/run_device.sh reload    SmolLM2: the live PEFT model's greedy texts against its saved
 #                                           adapter reloaded three ways (benchmarks/reload_precision.py)
 #
+#   bash benchmarks/run_device.sh pipeline  the whole pipeline as `dvc repro` runs it at the notebook's scale
+#                                           (check -> prepare -> train, 2 epochs -> generate-base -> generate
+#                                           -> score) on the 3B-shaped random model with params.yaml as shipped
+#                                           but for the model and the data source, then `defaults` (40 timed
+#                                           steps). It runs as one chain in its own process session, which
+#                                           outlives the call while the machine stays warm (30 s): call this
+#                                           mode again at once, and again, each call watching for up to
+#                                           $WATCH s (default 540) and bringing back what has finished; carry
+#                                           .whl .bench-tok.tar.xz on the first call
+#
 # The notebook-scale pair (issue 12), two calls in a row while the machine is warm:
 #   call 1, carry .whl .gguf-a .bench-tok.tar.xz:  bash benchmarks/run_device.sh gen3b
 #   call 2, carry .gguf-b:                         bash benchmarks/run_device.sh learning
@@ -40,10 +50,11 @@
 #   call 3, carry .gguf-b .bench:    bash benchmarks/run_device.sh smollm2   (or tier, reload)
 set -uo pipefail
 what=${1:-bench}
+[[ $what == chain ]] && OUT=/tmp/pipe/out   # the chain outlives the call: its logs stay on the machine
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # Only 8 files come back from a call: pack everything into one archive, keep the benchmark's JSON beside it.
 pack() { tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name 'h200*.json' -delete && mv /tmp/logs.tgz "$OUT/"; }
-trap pack EXIT
+[[ $what == chain ]] || trap pack EXIT
 trap 'exit 143' TERM
 # Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
 if [[ $what == stash ]]; then mkdir -p /tmp/gguf-parts && cp .gguf-a /tmp/gguf-parts/ && ls -la /tmp/gguf-parts; exit; fi
@@ -64,7 +75,7 @@ SMOKE=(data.source=sample model.name=/tmp/qwen25-3b-random generate.batch_size=1
        train.logging_steps=5 train.per_device_train_batch_size=6 train.per_device_eval_batch_size=6
        train.gradient_accumulation_steps=2 train.pad_to_multiple_of=0)
 python3 benchmarks/override_params.py /tmp/p-smoke.yaml "${SMOKE[@]}" || exit 1
-python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
+[[ $what == chain || $what == pipeline ]] || python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
   --params /tmp/p-smoke.yaml \
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
@@ -129,6 +140,36 @@ case $what in
     python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl \
       --adapter models/adapter --repeats 3 --out "$OUT/h200-genpaths.json" 2>&1 | tee "$OUT/genpaths.log" \
       | grep -v "^\[bench\] round"
+    ;;
+  pipeline)
+    if [[ ! -f /tmp/pipe/started ]]; then   # the first call: two copies of this tree, which later calls replace
+      python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt \
+        --out-dir data/prepared --params /tmp/p-smoke.yaml > "$OUT/prepare.log" 2>&1 || exit 1  # the bench's data
+      mkdir -p /tmp/pipe/out && cp -a . /tmp/pipe/repo && cp -a . /tmp/pipe/bench && touch /tmp/pipe/started
+      (cd /tmp/pipe/repo && setsid nohup bash benchmarks/run_device.sh chain > /tmp/pipe/chain.log 2>&1 < /dev/null &)
+    fi
+    deadline=$((SECONDS + ${WATCH:-540}))
+    while [[ ! -f /tmp/pipe/done && $SECONDS -lt $deadline ]]; do sleep 10; done
+    cp -a /tmp/pipe/out/. /tmp/pipe/chain.log "$OUT/"
+    echo "chain done: $([[ -f /tmp/pipe/done ]] && echo yes || echo no)"; tail -n 4 /tmp/pipe/chain.log
+    grep -h "^\[vigsm\]" /tmp/pipe/out/train.log 2>/dev/null | tail -n 3
+    for f in /tmp/pipe/out/h200-pipeline-stages.json /tmp/pipe/out/pipeline/train.json \
+             /tmp/pipe/out/pipeline/generate*.json; do [[ -f $f ]] && { echo "== $f"; cat "$f"; echo; }; done
+    ;;
+  chain)
+    trap 'touch /tmp/pipe/done' EXIT
+    # inputs of the pipeline, outside its timing: the model (a hub download for a user) and the data
+    python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import gpu_bench as gb; from pathlib import Path; \
+gb.build_model(Path('/tmp/qwen25-3b-random'), Path('.bench/tokenizer'))" > "$OUT/build.log" 2>&1
+    python3 -m vigsm.sample --out /tmp/nb-sample --train 7473 --test 1319 >> "$OUT/build.log" 2>&1
+    python3 benchmarks/override_params.py params.yaml data.source=/tmp/nb-sample model.name=/tmp/qwen25-3b-random
+    # dvc.yaml's commands in order, timed (no DVC on the device: its hashing and caching are not included;
+    # no dvclive either, so train runs without --live-dir)
+    python3 benchmarks/run_stages.py --out "$OUT/h200-pipeline-stages.json" --log-dir "$OUT" --drop-option=--live-dir \
+      check prepare train generate-base generate score
+    mkdir -p "$OUT/pipeline" && cp metrics/*.json metrics/report.md data/prepared/stats.json "$OUT/pipeline/"
+    cd /tmp/pipe/bench && python3 benchmarks/defaults_bench.py --tokenizer .bench/tokenizer --steps 40 \
+      --out "$OUT/h200-defaults.json" > "$OUT/bench.log" 2>&1
     ;;
   defaults)
     python3 benchmarks/defaults_bench.py --tokenizer .bench/tokenizer --out "$OUT/h200-defaults.json" --notebook-gen \

@@ -53,7 +53,8 @@ def main() -> None:
         else:
             proc = subprocess.run(argv)
         seconds = time.perf_counter() - t0
-        times[stage] = {"seconds": round(seconds, 2), "rc": proc.returncode, "cmd": " ".join(argv)}
+        times[stage] = {"seconds": round(seconds, 2), "rc": proc.returncode, "cmd": " ".join(argv),
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         args.out.write_text(json.dumps(times, indent=2))
         print(f"[stages] {stage}: rc={proc.returncode} {seconds:.1f}s", flush=True)
         if proc.returncode != 0:
