@@ -75,7 +75,7 @@ SMOKE=(data.source=sample model.name=/tmp/qwen25-3b-random generate.batch_size=1
        train.logging_steps=5 train.per_device_train_batch_size=6 train.per_device_eval_batch_size=6
        train.gradient_accumulation_steps=2 train.pad_to_multiple_of=0)
 python3 benchmarks/override_params.py /tmp/p-smoke.yaml "${SMOKE[@]}" || exit 1
-[[ $what == chain || $what == pipeline ]] || python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
+[[ $what == chain || $what == pipeline || $what == x2 ]] || python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
   --params /tmp/p-smoke.yaml \
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
@@ -155,6 +155,45 @@ case $what in
     grep -h "^\[vigsm\]" /tmp/pipe/out/train.log 2>/dev/null | tail -n 3
     for f in /tmp/pipe/out/h200-pipeline-stages.json /tmp/pipe/out/pipeline/train.json \
              /tmp/pipe/out/pipeline/generate*.json; do [[ -f $f ]] && { echo "== $f"; cat "$f"; echo; }; done
+    ;;
+  x2)
+    # nvidia-h200-x2 (issue 15): the train stage (40 steps) and the generate-base stage (1319 questions) with
+    # train.gpus / generate.gpus 2 and 1 on the 3B-shaped random model, params.yaml as shipped otherwise;
+    # 2 GPUs first, so that any warm cache favours the 1-GPU runs. $RUNS rounds (default 1).
+    python3 -c "import torch; print('cuda devices', torch.cuda.device_count())"
+    python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import gpu_bench as gb; from pathlib import Path; \
+gb.build_model(Path('/tmp/qwen25-3b-random'), Path('.bench/tokenizer'))" > "$OUT/build.log" 2>&1 || exit 1
+    python3 -m vigsm.sample --out /tmp/nb-sample --train 7473 --test 1319 >> "$OUT/build.log" 2>&1 || exit 1
+    for g in 2 1; do
+      python3 benchmarks/override_params.py "/tmp/p$g.yaml" data.source=/tmp/nb-sample \
+        model.name=/tmp/qwen25-3b-random train.max_steps=40 train.eval_limit=48 train.gpus=$g generate.gpus=$g || exit 1
+    done
+    python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
+      --params /tmp/p1.yaml > "$OUT/prepare-x2.log" 2>&1 || { tail "$OUT/prepare-x2.log"; exit 1; }
+    mkdir -p "$OUT/x2"
+    for r in $(seq "${RUNS:-1}"); do
+      for g in 2 1; do
+        ( time python3 stages/train.py --data-dir data/prepared --adapter-dir /tmp/a$g --checkpoint-dir /tmp/c$g-$r \
+            --metrics "$OUT/x2/train-g$g-r$r.json" --params /tmp/p$g.yaml ) > "$OUT/x2/train-g$g-r$r.log" 2>&1
+        echo "train gpus=$g run $r: $(tail -n 4 "$OUT/x2/train-g$g-r$r.log" | tr '\n' ' ')"
+      done
+      for g in 2 1; do
+        ( time python3 stages/generate.py --test data/prepared/test.jsonl --out /tmp/base-g$g-r$r.jsonl \
+            --metrics "$OUT/x2/gen-g$g-r$r.json" --params /tmp/p$g.yaml ) > "$OUT/x2/gen-g$g-r$r.log" 2>&1
+        echo "generate gpus=$g run $r: $(tail -n 4 "$OUT/x2/gen-g$g-r$r.log" | tr '\n' ' ')"
+      done
+      cmp -s /tmp/base-g1-r$r.jsonl /tmp/base-g2-r$r.jsonl && echo "run $r: 2-GPU predictions identical to 1-GPU" \
+        || echo "run $r: 2-GPU predictions differ from 1-GPU"
+      cp /tmp/base-g*-r$r.jsonl "$OUT/x2/" 2>/dev/null
+    done
+    python3 - "$OUT/x2" <<'EOF'
+import glob, json, sys
+for f in sorted(glob.glob(sys.argv[1] + "/*.json")):
+    d = json.load(open(f))
+    keys = ("train_tokens_per_second", "train_wall_seconds", "rows_per_step", "processes", "peak_gpu_memory_gb",
+            "generate_seconds", "new_tokens_per_second", "questions")
+    print(f.split("/")[-1], {k: d[k] for k in keys if k in d})
+EOF
     ;;
   chain)
     trap 'touch /tmp/pipe/done' EXIT
