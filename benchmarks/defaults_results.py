@@ -1,7 +1,10 @@
 """Assemble issue 12's results file from the device runs' outputs (and the CPU scoring of their predictions).
 
-Inputs, each as the device wrote it (benchmarks/run_device.sh modes `defaults`, `gen3b`, `learning`):
+Inputs, each as the device wrote it (benchmarks/run_device.sh modes `pipeline`, `defaults`, `gen3b`, `learning`):
   --defaults   h200-defaults.json (training as shipped against the notebook's baseline, interleaved)
+  --earlier-defaults  the same benchmark from an earlier session, reported beside it (not pooled: each
+               session's ratio compares runs interleaved on one machine)
+  --pipeline   the pipeline mode's folder: h200-pipeline-stages.json and pipeline/ (train.json, generate*.json)
   --gen3b      the generate stage's metrics JSON of each run on the 3B-shaped random model
   --learning   the learning call's folder: train.json, generate*.json, stats.json, and score.json written by
                stages/score.py on the calling machine from the returned predictions
@@ -34,6 +37,8 @@ def spread(values: list[float]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--defaults", type=Path, required=True)
+    ap.add_argument("--earlier-defaults", type=Path)
+    ap.add_argument("--pipeline", type=Path)
     ap.add_argument("--gen3b", type=Path, nargs="*", default=[])
     ap.add_argument("--learning", type=Path, required=True)
     ap.add_argument("--paths", type=Path)
@@ -50,15 +55,26 @@ def main() -> None:
     score = load(args.learning / "score.json")
     paths = load(args.paths)
     stages = load(args.stages)
+    earlier = load(args.earlier_defaults)
+    pipe_stages = load(args.pipeline / "h200-pipeline-stages.json") if args.pipeline else None
+    names = ("train", "generate-base", "generate")
+    pipe = {n: load(args.pipeline / "pipeline" / f"{n}.json") for n in names} if args.pipeline else {}
+    pipe_total = round(sum(v["seconds"] for v in pipe_stages.values()), 2) if pipe_stages and all(
+        v["rc"] == 0 for v in pipe_stages.values()) else None
 
-    nb_rate = ds.get("notebook-4bit-adapter-b20-sample", {}).get("new_tokens_per_second", {})
+    # the notebook's decoding: this session's if it timed it, else the earlier session's (the 3B generate runs
+    # were timed in that session too)
+    nb_rate = (ds.get("notebook-4bit-adapter-b20-sample") or (earlier or {}).get("summary", {}).get(
+        "notebook-4bit-adapter-b20-sample") or {}).get("new_tokens_per_second", {})
     rate3b = spread([g["new_tokens_per_second"] for g in gen3b]) if gen3b else None
     summary = {
         "default_train_speedup": ds.get("default_train_speedup"),
         "default_train_memory_ratio": ds.get("default_train_memory_ratio"),
-        "pipeline_total_seconds": None,
-        "pipeline_total_seconds_note": "not measured: the 3B-shaped pipeline (2 epochs, ~11 min) did not fit this "
-                                       "session's remaining device time beside the learning check",
+        "default_train_speedup_pairwise": ds.get("pairwise_speedup"),
+        "default_train_speedup_earlier_session": earlier["summary"].get("default_train_speedup") if earlier else None,
+        "pipeline_total_seconds": pipe_total,
+        "pipeline_stage_seconds": {k: v["seconds"] for k, v in pipe_stages.items()} if pipe_stages else None,
+        "pipeline_train_tokens_per_second": pipe["train"]["train_tokens_per_second"] if pipe.get("train") else None,
         "real_generate_seconds": gen_ft["generate_seconds"] if gen_ft else None,
         "real_generate_waste": gen_ft.get("waste") if gen_ft else None,
         "learning_em_delta": score["delta"]["exact_match_flexible"] if score else None,
@@ -72,7 +88,7 @@ def main() -> None:
         "default_train_speedup >= 4 at default_train_memory_ratio <= 1.0":
             None if summary["default_train_speedup"] is None else
             summary["default_train_speedup"] >= 4 and summary["default_train_memory_ratio"] <= 1.0,
-        "pipeline_total_seconds <= 600": None,
+        "pipeline_total_seconds <= 600": None if pipe_total is None else pipe_total <= 600,
         "real_generate_seconds <= 15": None if gen_ft is None else summary["real_generate_seconds"] <= 15,
         "real_generate_waste <= 0.25": None if gen_ft is None else summary["real_generate_waste"] <= 0.25,
         "separate adapter >= 100x the notebook's method": None if summary["separate_adapter_vs_notebook"] is None
@@ -80,31 +96,60 @@ def main() -> None:
         "learning_em_mcnemar_p < 0.01 with a positive delta": None if score is None else
             summary["learning_em_mcnemar_p"] < 0.01 and summary["learning_em_delta"] > 0,
     }
-    runs = defaults["runs"]
-    dflt_walls = [r["wall_seconds"] for r in runs if r.get("path") == "shipped-defaults" and "error" not in r]
+    tr = pipe.get("train") or {}
+    # the training loop's rate that would bring the summed stages to 600 s, all else unchanged
+    needed = (tr["train_tokens_this_run"] / (tr["train_wall_seconds"] - (pipe_total - 600))
+              if tr and pipe_total and pipe_total > 600 else None)
+    bt = ds["baseline-peft-bnb-notebook"]["tokens_per_second"]
+    dt = ds["shipped-defaults"]["tokens_per_second"]
     notes = {
         "default_train_speedup": (
-            f"missed by {4 - summary['default_train_speedup']:.2f} (target 4): medians of "
-            f"{ds['shipped-defaults']['tokens_per_second'].get('n')} shipped-defaults runs and "
-            f"{ds['baseline-peft-bnb-notebook']['tokens_per_second'].get('n')} baseline runs, interleaved; the third "
-            "defaults run was cut off by the call's time limit (the two took "
-            f"{', '.join(f'{w:.0f}' for w in dflt_walls)} s of wall time each, loading included). Each timed "
-            "window is 25 optimiser steps after 3 warm-up steps; whether recompilations at new padded lengths "
-            "fall inside it was not measured this session. The earlier session timed the same configuration "
-            "over 40 steps at 11,807 tokens/s (2026-11-29-h200-training.json); this session's 6,573-6,629 is "
-            "what is reported. Memory met: with gradient checkpointing the shipped path peaks at 0.70x the "
-            "baseline. Without checkpointing the earlier session measured 5.3x at 2.9x the memory, which "
-            "misses the memory bound instead."),
-        "pipeline_total_seconds": summary["pipeline_total_seconds_note"],
+            f"{'met' if summary['default_train_speedup'] >= 4 else 'missed'} (target 4, stretch 6): median "
+            f"{dt['median']:.0f} [{dt['min']:.0f}, {dt['max']:.0f}] tokens/s over {dt['n']} shipped-defaults runs "
+            f"against {bt['median']:.0f} [{bt['min']:.0f}, {bt['max']:.0f}] over {bt['n']} baseline runs, "
+            "interleaved in one session; each defaults window is "
+            f"{defaults['runs'][1].get('steps_timed')} optimiser steps after 3 warm-up steps, each baseline window "
+            f"{defaults['runs'][0].get('steps_timed')}. The per-step times (in the runs) show no recompilation "
+            "outliers in the window, and the median-step rate gives "
+            f"{ds.get('speedup_median_step')}x. "
+            + (f"An earlier session's run of the same benchmark (25-step windows, only 2 defaults runs finished) "
+               f"gave {earlier['summary']['default_train_speedup']}x: "
+               f"{earlier['summary']['shipped-defaults']['tokens_per_second']['median']:.0f} against "
+               f"{earlier['summary']['baseline-peft-bnb-notebook']['tokens_per_second']['median']:.0f} tokens/s. "
+               "Its defaults steps took about 0.56 s against 0.38 s here, on the same code and data; the cause "
+               "(the machine, most likely) was not established, so both sessions are reported. "
+               if earlier else "")
+            + "Stretch 6x missed: without gradient checkpointing an earlier session measured 13,769 tokens/s, "
+            "but at 2.9x the baseline's memory, which breaks the memory bound."),
+        "pipeline_total_seconds": (
+            None if pipe_total is None else
+            f"{'met' if pipe_total <= 600 else f'missed by {pipe_total - 600:.0f} s'} (target 600, stretch 360): "
+            "dvc.yaml's commands run in order on one H200 in one continuous run (no stage resumed), summed "
+            "stage wall times; DVC's own hashing and caching are not included (no DVC on the device), and "
+            "train ran without --live-dir (no dvclive there). The train stage alone took "
+            f"{pipe_stages['train']['seconds']:.0f} s: {tr.get('global_step')} steps in "
+            f"{tr.get('train_wall_seconds', 0):.0f} s of training ({tr.get('train_tokens_per_second', 0):.0f} "
+            "tokens/s over the whole run: a 28 s first step while unsloth compiles, then about 0.43 s a step, "
+            "6 evaluations of about 4 s), the rest loading the 4-bit model and tokenizing. Meeting 600 s needs "
+            f"the training loop at about {needed or 0:,.0f} "
+            "tokens/s, which on this GPU means turning gradient "
+            "checkpointing off (2.9x the baseline's memory, against the memory target); not measured as a "
+            "pipeline."),
         "learning_check": ("one epoch instead of the notebook's two, to fit the session's device time; "
                            "scored on the CPU (stages/score.py) from the predictions the device returned"),
         "generation_paths": ("rounds written after each round; the call's time limit cut the third round, so "
                              "medians are of the rounds in the file (see genpaths.log in the raw archive for the "
                              "partial third round)"),
+        "notebook_generation": "2 runs (an earlier session's benchmark); this session measured no notebook decoding",
     }
     result = {
         "summary": summary, "targets_met": targets, "notes": notes,
         "train_defaults_vs_baseline": defaults,
+        "train_defaults_vs_baseline_earlier_session": earlier,
+        "pipeline_3b": {"model": "Qwen2.5-3B-shaped, random weights (gpu_bench.QWEN25_3B)",
+                        "data": "vigsm.sample --train 7473 --test 1319",
+                        "params": "params.yaml as shipped with data.source and model.name changed",
+                        "stages": pipe_stages, **{k.replace("-", "_"): v for k, v in pipe.items()}},
         "generate_3b_separate_adapter": {"runs": gen3b, "new_tokens_per_second": rate3b},
         "learning_check": {"model": "SmolLM2-135M-Instruct (real weights, GGUF Q4_1 converted, trained in 4-bit)",
                            "data": "vigsm.sample --train 7473 --test 1319", "stage_seconds": stages,
