@@ -101,6 +101,10 @@ FAULTS = [
      "params: data.target_template: unknown field"),
     ("hub-offline", lambda tmp: offline_params(data={"source": "someone/some_data"}),
      "cannot reach the Hugging Face hub"),
+    # 12 x 1 rows per step on 5 processes (gloo on a CPU): train would stop only after DVC removed its outputs
+    ("gpus-split", lambda tmp: offline_params(train={"gpus": 5}),
+     "params: train.per_device_train_batch_size x train.gradient_accumulation_steps = 12 x 1 rows per step "
+     "cannot be shared by 5 processes"),
 ]
 
 

@@ -78,6 +78,8 @@ PARAM_FAULTS = {
                       "error: model.name: local path /nonexistent/vigsm-model does not exist"),
     "train-without-answer": (lambda p: p["data"].update(source="own"), "missing field 'answer'"),
     "bad-source": (lambda p: p["data"].update(source="./no/such/dir"), "error: data.source: no/such/dir not found"),
+    "gpus-split": (lambda p: p["train"].update(per_device_train_batch_size=3, gradient_accumulation_steps=1, gpus=2),
+                   "rows per step cannot be shared by 2 processes"),
 }
 
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from vigsm.config import SECTIONS, DataParams, ModelParams, load_section, read_params
+from vigsm.config import SECTIONS, DataParams, GenerateParams, ModelParams, TrainParams, load_section, read_params
 from vigsm.errors import VigsmError
 
 # The check stage's output. Its bytes never depend on the params or the inputs, so a rerun of the
@@ -79,8 +79,21 @@ def check_model(p: ModelParams) -> None:
         raise VigsmError(f"model.gguf_file: {directory / p.gguf_file} not found")
 
 
+def check_gpus(tp: TrainParams, gp: GenerateParams) -> None:
+    """``train.gpus`` and ``generate.gpus`` fit this machine's devices, and the training rows per optimiser
+    step divide among the train processes: what train and generate would reject only after DVC removed
+    their outputs. torch is imported only when a ``gpus`` key is not 1."""
+    from vigsm.distributed import resolve_gpus, split_batch
+
+    resolve_gpus(gp.gpus, "generate.gpus")
+    world = resolve_gpus(tp.gpus, "train.gpus")
+    if world > 1:
+        split_batch(tp.per_device_train_batch_size, tp.gradient_accumulation_steps, world)
+
+
 def check_all(params_path: str | Path, sample_dir: Path, system_prompt_file: Path) -> None:
     """Every check above, params first; raises the first problem as a one-line VigsmError."""
     sections = check_params(params_path)
     check_data(sections["data"], sample_dir, system_prompt_file)
     check_model(sections["model"])
+    check_gpus(sections["train"], sections["generate"])
