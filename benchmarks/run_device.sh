@@ -33,6 +33,9 @@
 #                                           mode again at once, and again, each call watching for up to
 #                                           $WATCH s (default 540) and bringing back what has finished; carry
 #                                           .whl .bench-tok.tar.xz on the first call
+#   bash benchmarks/run_device.sh x2        on nvidia-h200-x2: the train stage (40 steps) and the generate-base
+#                                           stage with gpus 2 then 1, $RUNS rounds (default 1); carry .whl
+#                                           .bench-tok.tar.xz; assemble with benchmarks/x2_results.py
 #
 # The notebook-scale pair (issue 12), two calls in a row while the machine is warm:
 #   call 1, carry .whl .gguf-a .bench-tok.tar.xz:  bash benchmarks/run_device.sh gen3b
