@@ -6,7 +6,7 @@ from pathlib import Path
 from vigsm.config import load_section
 from vigsm.errors import VigsmError, run_cli
 from vigsm.io import read_jsonl, write_json, write_jsonl, write_text
-from vigsm.scoring import compare_variants, load_predictions, render_report, report_variant, score_variant
+from vigsm.scoring import compare_variants, headline, load_predictions, render_report, report_variant, score_variant
 
 
 def main() -> None:
@@ -14,7 +14,8 @@ def main() -> None:
     ap.add_argument("--test", type=Path, required=True)
     ap.add_argument("--predictions", nargs="+", required=True, metavar="NAME=PATH",
                     help="one or more variants, e.g. base=... finetuned=...")
-    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True, help="the headline keys (DVC's metrics file)")
+    ap.add_argument("--details", type=Path, required=True, help="every key")
     ap.add_argument("--per-question-dir", type=Path, required=True)
     ap.add_argument("--report", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -40,7 +41,8 @@ def main() -> None:
         out["delta"] = delta
     for name in variants:
         write_jsonl(args.per_question_dir / f"{name}.jsonl", per_q[name])
-    write_json(args.metrics, out)
+    write_json(args.details, out)
+    write_json(args.metrics, headline(out))
     write_text(args.report, render_report(scores, rows, per_q, score_p, delta,
                                           examples_of=report_variant(list(scores))))
     for name, s in scores.items():

@@ -156,7 +156,8 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 
 def score_cmd(tmp_path: Path, test: Path, preds: Path) -> list[str]:
     return [sys.executable, str(ROOT / "stages" / "score.py"), "--test", str(test), "--predictions",
-            f"finetuned={preds}", "--metrics", str(tmp_path / "m.json"), "--per-question-dir", str(tmp_path / "pq"),
+            f"finetuned={preds}", "--metrics", str(tmp_path / "m.json"), "--details", str(tmp_path / "d.json"),
+            "--per-question-dir", str(tmp_path / "pq"),
             "--report", str(tmp_path / "r.md"), "--params", str(ROOT / "params.yaml")]
 
 
@@ -197,13 +198,27 @@ def test_odd_predictions_are_scored(tmp_path):
     write_jsonl(preds, [{"id": "test-0", "raw": ""}, {"id": "test-1", "raw": "1 + 0 = 1"},
                         {"id": "test-2", "raw": "lời giải\n### $2.00"}, {"id": "test-3", "raw": "###"}])
     subprocess.run(score_cmd(tmp_path, test, preds), check=True, capture_output=True, timeout=120)
-    m = json.loads((tmp_path / "m.json").read_text())["finetuned"]
+    m = json.loads((tmp_path / "d.json").read_text())["finetuned"]
     assert m["n"] == 4
     assert m["exact_match_strict"] == 0.25 and m["exact_match_flexible"] == 0.5
     assert m["exact_match_strict_no_answer"] == 0.75
     assert m["exact_match_seed"] == 0.0  # "$2.00" != "2" as strings
+    headline = json.loads((tmp_path / "m.json").read_text())["finetuned"]
+    assert headline["exact_match_flexible"] == 0.5 and "exact_match_seed" not in headline
     pq = [json.loads(x) for x in (tmp_path / "pq" / "finetuned.jsonl").read_text().splitlines()]
     assert [q["correct_flexible"] for q in pq] == [False, True, True, False]
+
+
+def test_headline_keeps_the_compared_keys_and_the_whole_delta():
+    from vigsm.scoring import HEADLINE_KEYS, headline
+
+    block = {k: 0.5 for k in HEADLINE_KEYS} | {"rouge1_p": 0.1, "exact_match_seed": 0.2, "bleu_signature": "x"}
+    delta = {"exact_match_flexible": 0.1, "exact_match_flexible_mcnemar_p": 0.03}
+    cut = headline({"base": block, "finetuned": block, "delta": delta})
+    assert cut["delta"] == delta
+    assert sorted(cut["base"]) == sorted(HEADLINE_KEYS) and "rouge1_p" not in cut["finetuned"]
+    with pytest.raises(KeyError):  # a headline key the scores lack is an error, not a silent gap
+        headline({"base": {"n": 1}})
 
 
 def test_load_predictions_join(tmp_path):

@@ -70,18 +70,26 @@ def test_repro_writes_every_output(project, tiny_model_dir):
     assert not [n for n in adapter if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], adapter
     umask = os.umask(0)
     os.umask(umask)
-    for path in ("metrics/score.json", "metrics/report.md", "data/prepared/stats.json", "metrics/train.json"):
+    for path in ("metrics/score.json", "metrics/score-details.json", "metrics/report.md", "data/prepared/stats.json",
+                 "metrics/train.json"):
         assert stat.S_IMODE((p / path).stat().st_mode) == 0o666 & ~umask, path
     score = json.loads((p / "metrics/score.json").read_text())
+    details = json.loads((p / "metrics/score-details.json").read_text())
     for variant in ("base", "finetuned"):
-        s = score[variant]
+        s, d = score[variant], details[variant]
         assert s["n"] == 12
         for key in ("exact_match_strict", "exact_match_flexible"):
             assert 0 <= s[f"{key}_lo"] <= s[key] <= s[f"{key}_hi"] <= 1
+        # the declared metrics file holds the headline keys only (columns of `dvc exp show`), each equal to
+        # its value among every key in the details file
+        assert sorted(s) == sorted(["n", "exact_match_strict", "exact_match_strict_lo", "exact_match_strict_hi",
+                                    "exact_match_flexible", "exact_match_flexible_lo", "exact_match_flexible_hi",
+                                    "rougeL_f", "bleu", "bleu_lo", "bleu_hi"])
+        assert all(d[k] == v for k, v in s.items())
         for key in ("rouge1_f", "rouge2_f", "rougeL_f", "rouge1_f_seed", "bleu", "bleu_lo", "exact_match_seed",
-                    "exact_match_strict_no_answer"):
-            assert key in s
-    assert "exact_match_flexible" in score["delta"]
+                    "exact_match_strict_no_answer", "rouge_tokenizer", "bleu_signature"):
+            assert key in d
+    assert score["delta"] == details["delta"] and "exact_match_flexible_mcnemar_p" in score["delta"]
     preds = [json.loads(x) for x in (p / "data/predictions/finetuned.jsonl").read_text().splitlines()]
     assert set(preds[0]) >= {"id", "question", "reference", "raw", "reasoning", "answer"}
     report = (p / "metrics/report.md").read_text()
@@ -209,7 +217,7 @@ def test_determinism_same_params_same_metrics(project, tmp_path, tiny_model_dir)
     """A second, independent run of the whole pipeline gives identical metrics on the CPU."""
     other = make_project(tmp_path / "again", yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8")))
     run([*DVC, "repro"], other)
-    for f in ("metrics/score.json", "metrics/train.json"):
+    for f in ("metrics/score.json", "metrics/score-details.json", "metrics/train.json"):
         a, b = json.loads((project / f).read_text()), json.loads((other / f).read_text())
         for volatile in ("train_wall_seconds", "train_tokens_per_second"):
             a.pop(volatile, None)

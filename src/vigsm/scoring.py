@@ -49,6 +49,22 @@ def load_predictions(path: Path, test_rows: list[dict]) -> list[dict]:
     return joined
 
 
+# The keys of each model's block that metrics/score.json keeps. DVC makes every key of a declared metrics
+# file a column of `dvc exp show` and a row of `dvc metrics diff`; these are the ones runs are compared on.
+# Every key (ROUGE's P/R, the notebook's `_seed` variants, the no-answer shares, the tokenizer and BLEU
+# signature) is in metrics/score-details.json beside it.
+HEADLINE_KEYS = ("n", "exact_match_strict", "exact_match_strict_lo", "exact_match_strict_hi",
+                 "exact_match_flexible", "exact_match_flexible_lo", "exact_match_flexible_hi",
+                 "rougeL_f", "bleu", "bleu_lo", "bleu_hi")
+
+
+def headline(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``scores`` (one block per model, and ``delta``) with each model's block cut to :data:`HEADLINE_KEYS`;
+    ``delta`` (the paired differences with their intervals and McNemar's p) is kept whole."""
+    return {name: dict(block) if name == "delta" else {k: block[k] for k in HEADLINE_KEYS}
+            for name, block in scores.items()}
+
+
 def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], list[dict]]:
     """All metrics for one set of predictions: (flat metrics, per-question rows)."""
     reasonings, answers_seed = zip(*(split_reasoning(r["raw"]) for r in rows), strict=True)
