@@ -84,7 +84,7 @@ STAGE_ARGS = {
               "--metrics", "{tmp}/m.json"],
     "generate": ["--test", "{tmp}/t.jsonl", "--out", "{tmp}/p.jsonl"],
     "score": ["--test", "{tmp}/t.jsonl", "--predictions", "a={tmp}/p.jsonl", "--metrics", "{tmp}/m.json",
-              "--per-question-dir", "{tmp}/pq", "--report", "{tmp}/r.md"],
+              "--details", "{tmp}/d.json", "--per-question-dir", "{tmp}/pq", "--report", "{tmp}/r.md"],
 }
 
 
