@@ -127,3 +127,28 @@ def test_ask_falls_back_to_the_params_prompt_at_revisions_before_the_prompt_file
     assert ask_mod.system_prompt_at("old-exp", {"data": {"system_prompt": "P\n"}}) == "P\n"
     with pytest.raises(VigsmError, match="--system-prompt"):
         ask_mod.system_prompt_at("old-exp", {"data": {}})
+
+
+@pytest.mark.parametrize(("generate", "asked", "cap"), [({"max_new_tokens": 7}, None, 7), ({}, None, 512),
+                                                       ({"max_new_tokens": 7}, 3, 3)])
+def test_ask_caps_answers_at_the_runs_max_new_tokens(monkeypatch, generate, asked, cap):
+    """ask decodes at most the run's generate.max_new_tokens (512 where its params have none), unless told."""
+    import vigsm.ask as ask_mod
+    import vigsm.decoding as decoding_mod
+    import vigsm.modeling as modeling_mod
+
+    class Tok:
+        def decode(self, ids, skip_special_tokens=True):
+            return ""
+
+    seen = []
+    doc = {"model": yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["model"],
+           "generate": generate}
+    monkeypatch.setattr(ask_mod, "params_at", lambda rev, params_path="params.yaml": doc)
+    monkeypatch.setattr(ask_mod, "system_prompt_at", lambda rev, d: "P")
+    monkeypatch.setattr(modeling_mod, "check_device", lambda p: None)
+    monkeypatch.setattr(modeling_mod, "load_with_adapter", lambda p, a: (None, Tok()))
+    monkeypatch.setattr(modeling_mod, "chat_prompt_ids", lambda tok, messages: [1, 2])
+    monkeypatch.setattr(decoding_mod, "decode", lambda model, tok, prompts, dec, **kw: seen.append(dec))
+    ask_mod.ask("q", base=True, max_new_tokens=asked, stream=False)
+    assert [d.max_new_tokens for d in seen] == [cap]

@@ -4,8 +4,10 @@ directory and S3 through a local moto server), exporting a merged model, and ask
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -95,6 +97,10 @@ def test_export_merged_matches_base_plus_adapter(trained, tiny_model_dir, tmp_pa
     # --adapter omitted: export takes the train stage's adapter directory from dvc.yaml.
     run([sys.executable, "-m", "vigsm.export", "--out", str(out)], trained)
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in out.iterdir() if f.is_file()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # safetensors alone would leave its file 0600
     adapter = trained / "models" / "adapter"
     base, with_adapter, merged = _logits(tiny_model_dir), _logits(tiny_model_dir, adapter), _logits(out)
     effect = (with_adapter - base).abs().max().item()

@@ -80,10 +80,15 @@ def fetch_adapter(rev: str, dest: Path) -> Path:
     return dest
 
 
-def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_tokens: int = 512,
+def ask(question: str, *, rev: str | None = None, base: bool = False, max_new_tokens: int | None = None,
         adapter: str | None = None, stream: bool = True, params: str = "params.yaml") -> tuple[str, str | None]:
-    """Generate a greedy answer; return (text, extracted answer). Streams to stdout when asked."""
+    """Generate a greedy answer; return (text, extracted answer). Streams to stdout when asked.
+
+    ``max_new_tokens`` defaults to the run's ``generate.max_new_tokens`` (the cap its answers were scored
+    with), or 512 where its params have none."""
     doc = params_at(rev, params)
+    if max_new_tokens is None:
+        max_new_tokens = int((doc.get("generate") or {}).get("max_new_tokens") or 512)
     system_prompt = system_prompt_at(rev, doc)
     model_p = parse_section("model", doc["model"], SECTIONS["model"])
     from vigsm.modeling import check_device, load_with_adapter
@@ -130,7 +135,8 @@ def main() -> None:
     ap.add_argument("--adapter", help="adapter directory in the workspace (default: the train stage's, from dvc.yaml)")
     ap.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     ap.add_argument("--base", action="store_true", help="ask the base model, without the adapter")
-    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--max-new-tokens", type=int, default=None,
+                    help="length cap (default: the run's generate.max_new_tokens)")
     args = ap.parse_args()
     _, answer = ask(args.question, rev=args.rev, base=args.base, adapter=args.adapter,
                     max_new_tokens=args.max_new_tokens, params=args.params)

@@ -1,4 +1,4 @@
-"""Export: merge the LoRA adapter into a 16-bit copy of the base, as a plain HF model directory.
+"""Export: merge the LoRA adapter into a copy of the base in ``model.dtype``, as a plain HF model directory.
 
 Usage: ``python -m vigsm.export --out models/merged`` (the adapter defaults to the train stage's, as
 dvc.yaml declares it; the merged model is no pipeline output, so its place is yours to name)
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vigsm.config import load_section
 from vigsm.errors import VigsmError, run_cli
-from vigsm.io import atomic_dir
+from vigsm.io import atomic_dir, usual_permissions
 
 
 def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) -> Path:
@@ -30,6 +30,7 @@ def export_merged(adapter: Path, out: Path, params: Path = Path("params.yaml")) 
         model.save_pretrained(tmp, safe_serialization=True)
         tok.padding_side = "right"
         tok.save_pretrained(tmp)
+        usual_permissions(tmp)  # safetensors writes its file 0600
     return out
 
 
