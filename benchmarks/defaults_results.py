@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -30,7 +31,30 @@ def load(path: Path | None) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path and path.exists() else None
 
 
-def spread(values: list[float]) -> dict:
+def bar_seconds(log: str, total: int) -> dict[int, int]:
+    """When a tqdm bar of ``total`` steps (the training bar, told from evaluation bars by its length) first
+    showed each step: elapsed seconds, 1 s resolution."""
+    first: dict[int, int] = {}
+    for m in re.finditer(rf"(\d+)/{total} \[(\d+):(\d+)<", log):
+        first.setdefault(int(m.group(1)), int(m.group(2)) * 60 + int(m.group(3)))
+    return first
+
+
+def train_log_times(log: str, total: int) -> dict | None:
+    """From a train stage's log: the first step (unsloth compiles its layers there), the evaluations' run
+    times, and the seconds per step in between with the evaluations taken out; None without a bar."""
+    bar = bar_seconds(log, total)
+    if 1 not in bar or total not in bar:
+        return None
+    evals = [float(x) for x in re.findall(r"'eval_runtime': '([\d.]+)'", log)]
+    return {"first_step_seconds": bar[1], "eval_seconds": evals,
+            "seconds_per_step": (bar[total] - bar[1] - sum(evals)) / (total - 1)}
+
+
+def spread(values: list[float]) -> dict | None:
+    """Median with min and max of the runs, unrounded; None when nothing was measured."""
+    if not values:
+        return None
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
@@ -97,6 +121,18 @@ def main() -> None:
             summary["learning_em_mcnemar_p"] < 0.01 and summary["learning_em_delta"] > 0,
     }
     tr = pipe.get("train") or {}
+    train_log = args.pipeline / "train.log" if args.pipeline else None
+    times = (train_log_times(train_log.read_text(errors="replace"), tr["global_step"])
+             if tr and train_log.exists() else None)
+    breakdown = (f": a {times['first_step_seconds']} s first step while unsloth compiles, then about "
+                 f"{times['seconds_per_step']:.2f} s a step, {len(times['eval_seconds'])} evaluations of "
+                 f"{min(times['eval_seconds']):.0f}-{max(times['eval_seconds']):.0f} s") if times else ""
+    # seconds per step of the shipped defaults: the earlier session's window means, this session's median steps
+    earlier_step = (statistics.median(r["seconds_per_step"] for r in earlier["runs"]
+                                      if r.get("path") == "shipped-defaults" and "error" not in r)
+                    if earlier else None)
+    this_step = statistics.median(r["step_seconds_median"] for r in defaults["runs"]
+                                  if r.get("path") == "shipped-defaults" and r.get("step_seconds_median"))
     # the training loop's rate that would bring the summed stages to 600 s, all else unchanged
     needed = (tr["train_tokens_this_run"] / (tr["train_wall_seconds"] - (pipe_total - 600))
               if tr and pipe_total and pipe_total > 600 else None)
@@ -116,7 +152,8 @@ def main() -> None:
                f"gave {earlier['summary']['default_train_speedup']}x: "
                f"{earlier['summary']['shipped-defaults']['tokens_per_second']['median']:.0f} against "
                f"{earlier['summary']['baseline-peft-bnb-notebook']['tokens_per_second']['median']:.0f} tokens/s. "
-               "Its defaults steps took about 0.56 s against 0.38 s here, on the same code and data; the cause "
+               f"Its defaults steps took about {earlier_step:.2f} s against {this_step:.2f} s here, on the same "
+               "code and data; the cause "
                "(the machine, most likely) was not established, so both sessions are reported. "
                if earlier else "")
             + "Stretch 6x missed: without gradient checkpointing an earlier session measured 13,769 tokens/s, "
@@ -129,9 +166,8 @@ def main() -> None:
             "train ran without --live-dir (no dvclive there). The train stage alone took "
             f"{pipe_stages['train']['seconds']:.0f} s: {tr.get('global_step')} steps in "
             f"{tr.get('train_wall_seconds', 0):.0f} s of training ({tr.get('train_tokens_per_second', 0):.0f} "
-            "tokens/s over the whole run: a 28 s first step while unsloth compiles, then about 0.43 s a step, "
-            "6 evaluations of about 4 s), the rest loading the 4-bit model and tokenizing. Meeting 600 s needs "
-            f"the training loop at about {needed or 0:,.0f} "
+            f"tokens/s over the whole run{breakdown}), the rest loading the 4-bit model and tokenizing. "
+            f"Meeting 600 s needs the training loop at about {needed or 0:,.0f} "
             "tokens/s, which on this GPU means turning gradient "
             "checkpointing off (2.9x the baseline's memory, against the memory target); not measured as a "
             "pipeline."),

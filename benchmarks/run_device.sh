@@ -78,7 +78,7 @@ SMOKE=(data.source=sample model.name=/tmp/qwen25-3b-random generate.batch_size=1
        train.logging_steps=5 train.per_device_train_batch_size=6 train.per_device_eval_batch_size=6
        train.gradient_accumulation_steps=2 train.pad_to_multiple_of=0)
 python3 benchmarks/override_params.py /tmp/p-smoke.yaml "${SMOKE[@]}" || exit 1
-[[ $what == chain || $what == pipeline || $what == x2 ]] || python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
+[[ $what == chain || $what == x2 ]] || python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
   --params /tmp/p-smoke.yaml \
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
@@ -145,9 +145,7 @@ case $what in
       | grep -v "^\[bench\] round"
     ;;
   pipeline)
-    if [[ ! -f /tmp/pipe/started ]]; then   # the first call: two copies of this tree, which later calls replace
-      python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt \
-        --out-dir data/prepared --params /tmp/p-smoke.yaml > "$OUT/prepare.log" 2>&1 || exit 1  # the bench's data
+    if [[ ! -f /tmp/pipe/started ]]; then   # the first call: two copies of this tree (the bench's data prepared)
       mkdir -p /tmp/pipe/out && cp -a . /tmp/pipe/repo && cp -a . /tmp/pipe/bench && touch /tmp/pipe/started
       (cd /tmp/pipe/repo && setsid nohup bash benchmarks/run_device.sh chain > /tmp/pipe/chain.log 2>&1 < /dev/null &)
     fi
@@ -164,8 +162,7 @@ case $what in
     # train.gpus / generate.gpus 2 and 1 on the 3B-shaped random model, params.yaml as shipped otherwise;
     # 2 GPUs first, so that any warm cache favours the 1-GPU runs. $RUNS rounds (default 1).
     python3 -c "import torch; print('cuda devices', torch.cuda.device_count())"
-    python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import gpu_bench as gb; from pathlib import Path; \
-gb.build_model(Path('/tmp/qwen25-3b-random'), Path('.bench/tokenizer'))" > "$OUT/build.log" 2>&1 || exit 1
+    python3 benchmarks/gpu_bench.py build --tokenizer .bench/tokenizer > "$OUT/build.log" 2>&1 || exit 1
     python3 -m vigsm.sample --out /tmp/nb-sample --train 7473 --test 1319 >> "$OUT/build.log" 2>&1 || exit 1
     for g in 2 1; do
       python3 benchmarks/override_params.py "/tmp/p$g.yaml" data.source=/tmp/nb-sample \
@@ -200,15 +197,12 @@ EOF
     ;;
   chain)
     trap 'touch /tmp/pipe/done' EXIT
-    # inputs of the pipeline, outside its timing: the model (a hub download for a user) and the data
-    python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import gpu_bench as gb; from pathlib import Path; \
-gb.build_model(Path('/tmp/qwen25-3b-random'), Path('.bench/tokenizer'))" > "$OUT/build.log" 2>&1
-    python3 -m vigsm.sample --out /tmp/nb-sample --train 7473 --test 1319 >> "$OUT/build.log" 2>&1
-    python3 benchmarks/override_params.py params.yaml data.source=/tmp/nb-sample model.name=/tmp/qwen25-3b-random
-    # dvc.yaml's commands in order, timed (no DVC on the device: its hashing and caching are not included;
-    # no dvclive either, so train runs without --live-dir)
-    python3 benchmarks/run_stages.py --out "$OUT/h200-pipeline-stages.json" --log-dir "$OUT" --drop-option=--live-dir \
-      check prepare train generate-base generate score
+    # the model, an input outside the pipeline's timing (a hub download for a user)
+    python3 benchmarks/gpu_bench.py build --tokenizer .bench/tokenizer > "$OUT/build.log" 2>&1
+    # dvc.yaml's commands in order, timed into one file (no DVC on the device: its hashing and caching are not
+    # included; no dvclive either, so train runs without --live-dir)
+    prepare_notebook_scale /tmp/qwen25-3b-random "" pipeline && python3 benchmarks/run_stages.py \
+      --out "$OUT/h200-pipeline-stages.json" --log-dir "$OUT" --drop-option=--live-dir train generate-base generate score
     mkdir -p "$OUT/pipeline" && cp metrics/*.json metrics/report.md data/prepared/stats.json "$OUT/pipeline/"
     cd /tmp/pipe/bench && python3 benchmarks/defaults_bench.py --tokenizer .bench/tokenizer --steps 40 \
       --out "$OUT/h200-defaults.json" > "$OUT/bench.log" 2>&1

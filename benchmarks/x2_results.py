@@ -14,27 +14,19 @@ import argparse
 import hashlib
 import json
 import re
-import statistics
+import sys
 from pathlib import Path
 
-
-def spread(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from defaults_results import bar_seconds, spread  # a sibling script, not a package
 
 
 def steady_seconds_per_step(log: str, total: int) -> float | None:
-    """Seconds per step from step 1 to the last, read off the training bar's elapsed time (1 s resolution);
-    ``total`` is the bar's length (the optimiser steps), which tells it from the evaluation bars."""
-    first: dict[int, int] = {}
-    for m in re.finditer(rf"(\d+)/{total} \[(\d+):(\d+)<", log):
-        first.setdefault(int(m.group(1)), int(m.group(2)) * 60 + int(m.group(3)))
-    steps = sorted(first)
-    if len(steps) < 3 or 1 not in first:
+    """Seconds per step from step 1 to the last of the training bar (``total`` steps, 1 s resolution)."""
+    first = bar_seconds(log, total)
+    if 1 not in first or total not in first or total < 3:
         return None
-    last = steps[-1]
-    return (first[last] - first[1]) / (last - 1)
+    return (first[total] - first[1]) / (total - 1)
 
 
 def main() -> None:
@@ -60,6 +52,7 @@ def main() -> None:
         runs["generate"].append({"gpus": int(g), "round": int(r), "questions": m["questions"],
                                  "generate_seconds": m["generate_seconds"], "load_seconds": m["load_seconds"],
                                  "new_tokens_per_second": m["new_tokens_per_second"], "processes": m["processes"],
+                                 "forward_steps": m["forward_steps"],
                                  "peak_gpu_memory_gb": m["peak_gpu_memory_gb"]})
 
     def med(kind: str, g: int, key: str) -> dict | None:
@@ -102,7 +95,7 @@ def main() -> None:
             "4-bit base and checkpointing, or the gradient all-reduce) was not profiled.")
     if g1 and g2:
         gen = [x for x in runs["generate"] if x["gpus"] == 1]
-        steps = 768  # every row of the random model runs to max_new_tokens (hit_max_new_tokens = questions)
+        steps = gen[0]["forward_steps"]  # decode steps of the 1-GPU run; both decode every row to the cap
         notes.append(
             f"Generation: {g1['median']:.1f} s on 1 GPU against {g2['median']:.1f} s on 2 (each decoding half the "
             f"questions); at {steps} decode steps that is {1000 * g1['median'] / steps:.0f} ms a step for "
