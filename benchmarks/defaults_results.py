@@ -4,7 +4,8 @@ Inputs, each as the device wrote it (benchmarks/run_device.sh modes `pipeline`, 
   --defaults   h200-defaults.json (training as shipped against the notebook's baseline, interleaved)
   --earlier-defaults  the same benchmark from an earlier session, reported beside it (not pooled: each
                session's ratio compares runs interleaved on one machine)
-  --pipeline   the pipeline mode's folder: h200-pipeline-stages.json and pipeline/ (train.json, generate*.json)
+  --pipeline   the pipeline mode's folder: h200-pipeline-stages.json, train.log (the step times quoted) and
+               pipeline/ (train.json, generate*.json)
   --gen3b      the generate stage's metrics JSON of each run on the 3B-shaped random model
   --learning   the learning call's folder: train.json, generate*.json, stats.json, and score.json written by
                stages/score.py on the calling machine from the returned predictions

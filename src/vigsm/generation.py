@@ -24,7 +24,7 @@ from vigsm.answers import extract_answer, split_reasoning
 from vigsm.config import GenerateParams, ModelParams, as_dict
 from vigsm.digest import fingerprint as digest_fingerprint
 from vigsm.digest import sha256_hex
-from vigsm.io import write_jsonl
+from vigsm.io import read_jsonl, write_jsonl
 
 
 def _dir_digest(path: Path) -> str:
@@ -226,8 +226,6 @@ def generate_split(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapte
         figures = None
         if distributed.is_main():
             if world > 1:
-                from vigsm.io import read_jsonl
-
                 shards = [read_jsonl(p["out"]) for p in parts]
                 write_jsonl(out, distributed.merge_shards([r["id"] for r in rows], shards))
                 for p in parts:
