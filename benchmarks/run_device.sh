@@ -36,6 +36,12 @@
 #   bash benchmarks/run_device.sh x2        on nvidia-h200-x2: the train stage (40 steps) and the generate-base
 #                                           stage with gpus 2 then 1, $RUNS rounds (default 1); carry .whl
 #                                           .bench-tok.tar.xz; assemble with benchmarks/x2_results.py
+#   bash benchmarks/run_device.sh rows      issue 12's rows with fewer than 3 runs, as one chain like `pipeline`
+#                                           (watched the same way): the 3B generate stage (separate adapter)
+#                                           and the notebook's decoding, 3 rounds interleaved; then SmolLM2's
+#                                           learning check (one epoch; EPOCHS=2 for two) and the generation
+#                                           paths with 3 rounds. Call 1 carries .whl .gguf-a .bench-tok.tar.xz,
+#                                           call 2 .gguf-b; assemble with benchmarks/defaults_results.py
 #
 # The notebook-scale pair (issue 12), two calls in a row while the machine is warm:
 #   call 1, carry .whl .gguf-a .bench-tok.tar.xz:  bash benchmarks/run_device.sh gen3b
@@ -53,11 +59,13 @@
 #   call 3, carry .gguf-b .bench:    bash benchmarks/run_device.sh smollm2   (or tier, reload)
 set -uo pipefail
 what=${1:-bench}
-[[ $what == chain ]] && OUT=/tmp/pipe/out   # the chain outlives the call: its logs stay on the machine
+# a chain outlives the call that starts it: its logs stay in its folder on the machine
+case $what in chain) CHAIN=/tmp/pipe ;; rows-chain) CHAIN=/tmp/rows ;; *) CHAIN= ;; esac
+[[ -n $CHAIN ]] && OUT=$CHAIN/out
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # Only 8 files come back from a call: pack everything into one archive, keep the benchmark's JSON beside it.
 pack() { tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name 'h200*.json' -delete && mv /tmp/logs.tgz "$OUT/"; }
-[[ $what == chain ]] || trap pack EXIT
+[[ -n $CHAIN ]] || trap pack EXIT
 trap 'exit 143' TERM
 # Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
 if [[ $what == stash ]]; then mkdir -p /tmp/gguf-parts && cp .gguf-a /tmp/gguf-parts/ && ls -la /tmp/gguf-parts; exit; fi
@@ -78,7 +86,7 @@ SMOKE=(data.source=sample model.name=/tmp/qwen25-3b-random generate.batch_size=1
        train.logging_steps=5 train.per_device_train_batch_size=6 train.per_device_eval_batch_size=6
        train.gradient_accumulation_steps=2 train.pad_to_multiple_of=0)
 python3 benchmarks/override_params.py /tmp/p-smoke.yaml "${SMOKE[@]}" || exit 1
-[[ $what == chain || $what == x2 ]] || python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
+[[ -n $CHAIN || $what == x2 ]] || python3 stages/prepare.py --sample-dir data/sample --system-prompt data/system_prompt.txt --out-dir data/prepared \
   --params /tmp/p-smoke.yaml \
   > "$OUT/prepare.log" 2>&1 || { tail "$OUT/prepare.log"; exit 1; }
 
@@ -107,6 +115,45 @@ smollm2_setup() {  # SmolLM2's GGUF from its two carried parts, and the smoke pa
       -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" /tmp/p-smoke.yaml > /tmp/p.yaml
 }
 
+start_chain() {  # $1 its folder, $2 its mode: a copy of this tree runs it in its own process session
+  mkdir -p "$1/out" && cp -a . "$1/repo" && touch "$1/started" || return 1
+  (cd "$1/repo" && setsid nohup bash benchmarks/run_device.sh "$2" > "$1/chain.log" 2>&1 < /dev/null &)
+}
+
+watch_chain() {  # $1 its folder: wait up to $WATCH s (default 540) for it to end, bring back what it wrote
+  local deadline=$((SECONDS + ${WATCH:-540}))
+  while [[ ! -f $1/done && $SECONDS -lt $deadline ]]; do sleep 10; done
+  cp -a "$1/out/." "$1/chain.log" "$OUT/"
+  echo "chain done: $([[ -f $1/done ]] && echo yes || echo no)"; tail -n 4 "$1/chain.log"
+}
+
+gen3b_setup() {  # the 3B-shaped random model with a fresh r=32 adapter where the generate stage reads it
+  python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
+    --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; return 1; }
+  prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b   # check needs the model built
+}
+
+notebook_gen() {  # $1 result JSON: the notebook's decoding (4-bit + adapter, sampling, batch 20) on the 3B model
+  VIGSM_SDPA_CUDNN=1 timeout 300 python3 benchmarks/gpu_bench.py generate --label notebook-4bit-adapter-b20-sample \
+    --result "$1" --model /tmp/qwen25-3b-random --adapter models/adapter --batch 20 --questions 20 \
+    --max-new-tokens 128 --sample > "${1%.json}.log" 2>&1 || tail -n 3 "${1%.json}.log"
+}
+
+learning_check() {  # $1 $2 SmolLM2's GGUF parts: the real stages on 7473 / 1319, then the generation paths
+  mkdir -p .gguf && cat "$1" "$2" > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || return 1
+  sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+  # one epoch (EPOCHS=2 for the notebook's two) when the session's device time is short
+  prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf learning \
+    train.num_train_epochs="${EPOCHS:-1}" || return 1
+  python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option=--live-dir \
+    train generate-base generate || return 1
+  mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
+  # the generate stage's slot path against the static batch on the fine-tuned model (texts, answers, time)
+  python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl \
+    --adapter models/adapter --repeats 3 --out "$OUT/h200-genpaths.json" 2>&1 | tee "$OUT/genpaths.log" \
+    | grep -v "^\[bench\] round"
+}
+
 case $what in
   bench)
     python3 benchmarks/gpu_bench.py all --tokenizer .bench/tokenizer --out "$OUT/h200.json" 2>&1 \
@@ -120,9 +167,7 @@ case $what in
     # first of two calls in a row (the second is `learning`): stash SmolLM2's first part, then time the
     # generate stage as shipped on the 3B-shaped random model with a separate r=32 adapter, 1319 questions
     mkdir -p /tmp/gguf-parts && cp .gguf-a /tmp/gguf-parts/ || exit 1
-    python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
-      --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; exit 1; }
-    prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b || exit 1   # check needs the model built
+    gen3b_setup || exit 1
     for i in 1 2 3; do
       python3 benchmarks/run_stages.py --out "$OUT/h200-gen3b-stages.json" --log-dir "$OUT" generate || exit 1
       cp metrics/generate.json "$OUT/h200-gen3b-run$i.json"
@@ -131,31 +176,41 @@ case $what in
   learning)
     # second call: SmolLM2-135M-Instruct (real weights) through the real stages with params.yaml as shipped,
     # on 7473 / 1319 problems from vigsm.sample; predictions come back for scoring on the calling machine
-    mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
-    sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
-    # one epoch (EPOCHS=2 for the notebook's two) when the session's device time is short
-    prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf learning \
-      train.num_train_epochs="${EPOCHS:-1}" || exit 1
-    python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option=--live-dir \
-      train generate-base generate || exit 1
-    mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
-    # the generate stage's slot path against the static batch on the fine-tuned model (texts, answers, time)
-    python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl \
-      --adapter models/adapter --repeats 3 --out "$OUT/h200-genpaths.json" 2>&1 | tee "$OUT/genpaths.log" \
-      | grep -v "^\[bench\] round"
+    learning_check /tmp/gguf-parts/.gguf-a .gguf-b
     ;;
   pipeline)
-    if [[ ! -f /tmp/pipe/started ]]; then   # the first call: two copies of this tree (the bench's data prepared)
-      mkdir -p /tmp/pipe/out && cp -a . /tmp/pipe/repo && cp -a . /tmp/pipe/bench && touch /tmp/pipe/started
-      (cd /tmp/pipe/repo && setsid nohup bash benchmarks/run_device.sh chain > /tmp/pipe/chain.log 2>&1 < /dev/null &)
+    if [[ ! -f /tmp/pipe/started ]]; then   # the first call: a second copy of this tree for the bench (data prepared)
+      mkdir -p /tmp/pipe && cp -a . /tmp/pipe/bench && start_chain /tmp/pipe chain || exit 1
     fi
-    deadline=$((SECONDS + ${WATCH:-540}))
-    while [[ ! -f /tmp/pipe/done && $SECONDS -lt $deadline ]]; do sleep 10; done
-    cp -a /tmp/pipe/out/. /tmp/pipe/chain.log "$OUT/"
-    echo "chain done: $([[ -f /tmp/pipe/done ]] && echo yes || echo no)"; tail -n 4 /tmp/pipe/chain.log
+    watch_chain /tmp/pipe
     grep -h "^\[vigsm\]" /tmp/pipe/out/train.log 2>/dev/null | tail -n 3
     for f in /tmp/pipe/out/h200-pipeline-stages.json /tmp/pipe/out/pipeline/train.json \
              /tmp/pipe/out/pipeline/generate*.json; do [[ -f $f ]] && { echo "== $f"; cat "$f"; echo; }; done
+    ;;
+  rows)
+    # call 1 (carry .whl .gguf-a .bench-tok.tar.xz) starts the chain; call 2 (carry .gguf-b) hands it SmolLM2's
+    # second part; later calls watch. The part is renamed into place whole, so the chain never reads half of it.
+    if [[ -f .gguf-b && ! -f /tmp/gguf-parts/.gguf-b ]]; then
+      mkdir -p /tmp/gguf-parts && cp .gguf-b /tmp/gguf-parts/.gguf-b.part && mv /tmp/gguf-parts/.gguf-b{.part,}
+    fi
+    [[ -f /tmp/rows/started ]] || start_chain /tmp/rows rows-chain || exit 1
+    watch_chain /tmp/rows
+    grep -h "^\[stages\]\|^\[bench\]\|^\[vigsm\]" /tmp/rows/chain.log | tail -n 20
+    ;;
+  rows-chain)
+    trap 'touch /tmp/rows/done' EXIT
+    cp -a . /tmp/rows/learn || exit 1   # the learning check's own tree, before gen3b rewrites params.yaml
+    gen3b_setup || exit 1
+    for i in 1 2 3; do   # interleaved: the generate stage (separate adapter), then the notebook's decoding
+      mkdir -p "$OUT/gen3b-run$i"
+      python3 benchmarks/run_stages.py --out "$OUT/h200-gen3b-stages-run$i.json" --log-dir "$OUT/gen3b-run$i" generate \
+        && cp metrics/generate.json "$OUT/h200-gen3b-run$i.json"
+      notebook_gen "$OUT/h200-notebook-gen-run$i.json"
+      echo "[bench] round $i: $(cat "$OUT/h200-notebook-gen-run$i.json" 2>/dev/null | head -c 300)"
+    done
+    echo "[bench] waiting for SmolLM2's second part"
+    for _ in $(seq 180); do [[ -f /tmp/gguf-parts/.gguf-b ]] && break; sleep 5; done
+    cd /tmp/rows/learn && learning_check .gguf-a /tmp/gguf-parts/.gguf-b
     ;;
   x2)
     # nvidia-h200-x2 (issue 15): the train stage (40 steps) and the generate-base stage (1319 questions) with
