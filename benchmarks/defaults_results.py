@@ -7,10 +7,15 @@ Inputs, each as the device wrote it (benchmarks/run_device.sh modes `pipeline`, 
   --pipeline   the pipeline mode's folder: h200-pipeline-stages.json, train.log (the step times quoted) and
                pipeline/ (train.json, generate*.json)
   --gen3b      the generate stage's metrics JSON of each run on the 3B-shaped random model
+  --notebook-gen  the notebook's decoding (gpu_bench.py generate) of each run, interleaved with --gen3b's
+               (mode `rows`); without it, the notebook's rate comes from --defaults or --earlier-defaults
   --learning   the learning call's folder: train.json, generate*.json, stats.json, and score.json written by
                stages/score.py on the calling machine from the returned predictions
   --paths      h200-genpaths.json (static batch against the slot path on the fine-tuned SmolLM2)
   --stages     h200-learning-stages.json (wall seconds of each stage command)
+  --base-paths h200-genpaths-base.json (the same paths on the base model: what the stop rules change there)
+  --earlier-rows  an earlier session's device folder with the same rows (gen3b runs, h200-genpaths.json,
+               the notebook's decoding in h200-defaults.json, learning/score.json), reported beside them
 
     python benchmarks/defaults_results.py --defaults ... --gen3b r1.json r2.json r3.json --learning DIR \\
         --paths ... --stages ... --out benchmarks/results/<date>-h200-defaults.json
@@ -59,6 +64,43 @@ def spread(values: list[float]) -> dict | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+NOTEBOOK_GEN = "notebook-4bit-adapter-b20-sample"  # gpu_bench.NOTEBOOK_GEN (not imported: that pulls in torch)
+
+
+def earlier_rows(folder: Path) -> dict:
+    """An earlier session's measurements of the rows re-run by mode `rows`, from its device folder (the
+    layout of raw-2026-11-29c): the 3B generate runs, the notebook's decoding runs, the generation paths and
+    the learning check's delta."""
+    gen3b = [load(p) for p in sorted(folder.glob("*/h200-gen3b-run*.json"))]
+    nb = [r for p in folder.glob("*/h200-defaults.json") for r in load(p)["runs"]
+          if r.get("path") == NOTEBOOK_GEN and "error" not in r]
+    paths = next((load(p) for p in folder.glob("*/h200-genpaths.json")), None)
+    score = next((load(p) for p in folder.glob("*/learning/score.json")), None)
+    rate3b = spread([g["new_tokens_per_second"] for g in gen3b])
+    rate_nb = spread([r["new_tokens_per_second"] for r in nb])
+    return {
+        "separate_adapter_rate_3b_new_tokens_per_second": rate3b,
+        "notebook_generation_new_tokens_per_second": rate_nb,
+        "notebook_generation_new_tokens": [r["new_tokens"] for r in nb],
+        "notebook_generation_token_cap": [r["questions"] * r["max_new_tokens"] for r in nb],
+        "separate_adapter_vs_notebook": round(rate3b["median"] / rate_nb["median"], 1) if rate3b and rate_nb else None,
+        "generation_paths_seconds": {k: spread(v["seconds"]) for k, v in paths["paths"].items()} if paths else None,
+        "learning_em_delta": score["delta"]["exact_match_flexible"] if score else None,
+        "learning_em_mcnemar_p": score["delta"]["exact_match_flexible_mcnemar_p"] if score else None,
+    }
+
+
+def stop_rule_changes(paths: dict | None, base_paths: dict | None) -> dict | None:
+    """What the stop rules (answer line, loops) change on real outputs, fine-tuned and base: the slot path
+    with both rules off against it with them on (generation_paths.py's stop_rules_off_vs_on)."""
+    keys = ("identical_texts", "answers_changed_strict", "answers_changed_flexible",
+            "em_verdicts_changed_strict", "em_verdicts_changed_flexible", "em_strict", "em_flexible")
+    out = {name: {k: run["stop_rules_off_vs_on"][k] for k in keys} | {
+               k: run["paths"]["slots"][k] for k in ("stopped_at_answer", "stopped_as_loop", "stopped_at_eos")}
+           for name, run in (("finetuned", paths), ("base", base_paths)) if run}
+    return out or None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--defaults", type=Path, required=True)
@@ -68,6 +110,9 @@ def main() -> None:
     ap.add_argument("--learning", type=Path, required=True)
     ap.add_argument("--paths", type=Path)
     ap.add_argument("--stages", type=Path)
+    ap.add_argument("--notebook-gen", type=Path, nargs="*", default=[])
+    ap.add_argument("--base-paths", type=Path)
+    ap.add_argument("--earlier-rows", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -87,11 +132,18 @@ def main() -> None:
     pipe_total = round(sum(v["seconds"] for v in pipe_stages.values()), 2) if pipe_stages and all(
         v["rc"] == 0 for v in pipe_stages.values()) else None
 
-    # the notebook's decoding: this session's if it timed it, else the earlier session's (the 3B generate runs
-    # were timed in that session too)
-    nb_rate = (ds.get("notebook-4bit-adapter-b20-sample") or (earlier or {}).get("summary", {}).get(
-        "notebook-4bit-adapter-b20-sample") or {}).get("new_tokens_per_second", {})
+    # the notebook's decoding: the runs interleaved with the 3B generate runs if given, else the defaults
+    # benchmark's of this session or the earlier one
+    nb_runs = [load(p) for p in args.notebook_gen if p.exists()]
+    nb_rate = (spread([r["new_tokens_per_second"] for r in nb_runs]) if nb_runs else
+               (ds.get("notebook-4bit-adapter-b20-sample") or (earlier or {}).get("summary", {}).get(
+                   "notebook-4bit-adapter-b20-sample") or {}).get("new_tokens_per_second", {}))
     rate3b = spread([g["new_tokens_per_second"] for g in gen3b]) if gen3b else None
+    # round by round when the two were interleaved (run i of each)
+    pair_ratios = ([g["new_tokens_per_second"] / r["new_tokens_per_second"]
+                    for g, r in zip(gen3b, nb_runs, strict=True)] if len(gen3b) == len(nb_runs) else [])
+    base_paths = load(args.base_paths)
+    rows = earlier_rows(args.earlier_rows) if args.earlier_rows else None
     summary = {
         "default_train_speedup": ds.get("default_train_speedup"),
         "default_train_memory_ratio": ds.get("default_train_memory_ratio"),
@@ -108,6 +160,10 @@ def main() -> None:
         "notebook_generation_new_tokens_per_second": nb_rate or None,
         "separate_adapter_vs_notebook": (round(rate3b["median"] / nb_rate["median"], 1)
                                          if rate3b and nb_rate else None),
+        "separate_adapter_vs_notebook_per_round": spread(pair_ratios),
+        "generation_paths_seconds": ({k: spread(v["seconds"]) for k, v in paths["paths"].items()}
+                                     if paths else None),
+        "stop_rules_answers_changed": stop_rule_changes(paths, base_paths),
     }
     targets = {
         "default_train_speedup >= 4 at default_train_memory_ratio <= 1.0":
@@ -173,11 +229,14 @@ def main() -> None:
             "checkpointing off (2.9x the baseline's memory, against the memory target); not measured as a "
             "pipeline."),
         "learning_check": ("one epoch instead of the notebook's two, to fit the session's device time; "
-                           "scored on the CPU (stages/score.py) from the predictions the device returned"),
-        "generation_paths": ("rounds written after each round; the call's time limit cut the third round, so "
-                             "medians are of the rounds in the file (see genpaths.log in the raw archive for the "
-                             "partial third round)"),
-        "notebook_generation": "2 runs (an earlier session's benchmark); this session measured no notebook decoding",
+                           "scored on the CPU (stages/score.py) from the predictions the device returned"
+                           + (f"; the earlier session's run gave delta {rows['learning_em_delta']:.3f}, p "
+                              f"{rows['learning_em_mcnemar_p']:.2g}" if rows and rows.get("learning_em_delta")
+                              else "")),
+        "generation_paths": generation_paths_note(paths, rows, base_paths),
+        "notebook_generation": notebook_note(nb_runs, gen3b, rows),
+        "separate_adapter_vs_notebook": ratio_note(summary, rows),
+        "stop_rules": stop_rules_note(summary["stop_rules_answers_changed"]),
     }
     result = {
         "summary": summary, "targets_met": targets, "notes": notes,
@@ -187,18 +246,110 @@ def main() -> None:
                         "data": "vigsm.sample --train 7473 --test 1319",
                         "params": "params.yaml as shipped with data.source and model.name changed",
                         "stages": pipe_stages, **{k.replace("-", "_"): v for k, v in pipe.items()}},
-        "generate_3b_separate_adapter": {"runs": gen3b, "new_tokens_per_second": rate3b},
+        "generate_3b_separate_adapter": {"runs": gen3b, "new_tokens_per_second": rate3b,
+                                         "notebook_runs": nb_runs, "notebook_new_tokens_per_second": nb_rate},
         "learning_check": {"model": "SmolLM2-135M-Instruct (real weights, GGUF Q4_1 converted, trained in 4-bit)",
                            "data": "vigsm.sample --train 7473 --test 1319", "stage_seconds": stages,
                            "train": train, "generate_base": gen_base, "generate_finetuned": gen_ft,
                            "score": score},
         "generation_paths_finetuned_smollm2": paths,
+        "generation_paths_base_smollm2": base_paths,
+        "earlier_session_rows": rows,
     }
     args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     for k, v in summary.items():
         print(f"{k}: {v}")
     for k, v in targets.items():
         print(f"target {k}: {'met' if v else 'MISSED' if v is False else 'not measured'}")
+
+
+def _fmt(s: dict, digits: int = 0) -> str:
+    return f"{s['median']:,.{digits}f} [{s['min']:,.{digits}f}, {s['max']:,.{digits}f}]"
+
+
+def generation_paths_note(paths: dict | None, rows: dict | None, base_paths: dict | None) -> str | None:
+    if not paths:
+        return None
+    p = paths["paths"]
+    secs = {k: spread(v["seconds"]) for k, v in p.items()}
+    n = min(len(v["seconds"]) for v in p.values())
+    note = (f"{n} rounds, each timing static, slots and slots-no-stop in turn, on the fine-tuned SmolLM2 of the "
+            f"learning check ({paths['questions']} questions, greedy): static {_fmt(secs['static'], 2)} s, slots "
+            f"{_fmt(secs['slots'], 2)} s, slots without stop rules {_fmt(secs['slots-no-stop'], 2)} s. The static "
+            f"batch ran {p['static']['row_steps']:,} row-steps for {p['static']['new_tokens']:,} new tokens (waste "
+            f"{p['static']['waste']:.2f}), the slot path none; every answer of this model ends at its end of turn "
+            f"({p['slots']['stopped_at_eos']} of {paths['questions']}), so the static batch's waste is short rows "
+            "waiting for the longest, which costs little time at this model's size: the slot path is not faster "
+            "here; it gains where rows loop or run long, and it resumes per question.")
+    if base_paths:
+        b, bs = base_paths["paths"], {k: spread(v["seconds"]) for k, v in base_paths["paths"].items()}
+        note += (f" On the base model ({bs['static']['n']} round, no adapter), where "
+                 f"{b['slots']['stopped_as_loop']} of {base_paths['questions']} rows stop as loops: static "
+                 f"{bs['static']['median']:.2f} s ({b['static']['row_steps']:,} row-steps), slots "
+                 f"{bs['slots']['median']:.2f} s ({b['slots']['row_steps']:,}), slots without stop rules "
+                 f"{bs['slots-no-stop']['median']:.2f} s ({b['slots-no-stop']['row_steps']:,}).")
+    if rows and rows.get("generation_paths_seconds"):
+        e = rows["generation_paths_seconds"]
+        note += (f" The earlier session's {e['static']['n']} rounds (a third was cut by the call's time limit): "
+                 f"static {_fmt(e['static'], 2)} s, slots {_fmt(e['slots'], 2)} s.")
+    return note
+
+
+def notebook_note(nb_runs: list[dict], gen3b: list[dict], rows: dict | None) -> str | None:
+    if not nb_runs:
+        return None
+    r = nb_runs[0]
+    cap = r["questions"] * r["max_new_tokens"]
+    note = (f"{len(nb_runs)} runs, interleaved with the {len(gen3b)} runs of the 3B generate stage (round i: "
+            "generate, then the notebook's decoding), on the same 3B-shaped model and the same fresh r=32 "
+            f"adapter: 4-bit base with the PEFT adapter on top, sampling, batch {r['batch']}, {r['questions']} "
+            f"questions x {r['max_new_tokens']} new tokens (the notebook's 768 would make each run 6x longer; not "
+            "measured at 768: later tokens attend over a longer cache, so 128 should if anything favour the "
+            "notebook); new tokens "
+            f"{', '.join(format(x['new_tokens'], ',') for x in nb_runs)} of {cap:,}: every row decoded to the cap, as "
+            "the 3B generate stage's rows do.")
+    if rows and rows.get("notebook_generation_new_tokens"):
+        toks = rows["notebook_generation_new_tokens"]
+        note += (f" The earlier session's {len(toks)} runs ({_fmt(rows['notebook_generation_new_tokens_per_second'])}"
+                 f" new tokens/s) used the adapter of a short training run, under which sampled rows ended early "
+                 f"({', '.join(format(t, ',') for t in toks)} of {rows['notebook_generation_token_cap'][0]:,} new "
+                 "tokens) while the batch kept stepping, so fewer new tokens per second; they were not "
+                 "interleaved with the 3B generate runs either.")
+    return note
+
+
+def ratio_note(summary: dict, rows: dict | None) -> str | None:
+    ratio, nb, g = (summary["separate_adapter_vs_notebook"], summary["notebook_generation_new_tokens_per_second"],
+                    summary["separate_adapter_rate_3b_new_tokens_per_second"])
+    if ratio is None:
+        return None
+    per_round = summary.get("separate_adapter_vs_notebook_per_round")
+    note = (f"{'met' if ratio >= 100 else f'missed by {100 - ratio:.1f}x'} (target 100x): the generate stage's "
+            f"{_fmt(g)} new tokens/s against the notebook's {_fmt(nb, 1)} gives {ratio}x (medians)")
+    if per_round:
+        note += f"; round by round {_fmt(per_round, 1)}x"
+    note += (". Both decode every row to its cap on random weights, the best case for the notebook's static "
+             "batches; real answers that end at different lengths cost the notebook's batches more (see "
+             "notebook_generation) and the slot path nothing.")
+    if rows and rows.get("separate_adapter_vs_notebook"):
+        note += (f" The earlier session gave {rows['separate_adapter_vs_notebook']}x against a notebook run whose "
+                 "rows ended early.")
+    return note
+
+
+def stop_rules_note(changes: dict | None) -> str | None:
+    if not changes:
+        return None
+    parts = []
+    for name, c in changes.items():
+        parts.append(f"{name}: {c['stopped_as_loop']} rows stopped as loops and {c['stopped_at_answer']} at the "
+                     f"answer line; texts identical {c['identical_texts']:.3f}; answers changed strict "
+                     f"{c['answers_changed_strict']}, flexible {c['answers_changed_flexible']}; EM verdicts "
+                     f"changed strict {c['em_verdicts_changed_strict']}, flexible "
+                     f"{c['em_verdicts_changed_flexible']}")
+    return ("The slot path with both stop rules off against it with them on, greedy, on SmolLM2's real "
+            "weights. " + "; ".join(parts) + ". A row stopped as a loop gets its cycle repeated to the cap "
+            "(vigsm.stopping.continue_cycle), so its text differs only where the model would have left the cycle.")
 
 
 if __name__ == "__main__":

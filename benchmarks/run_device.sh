@@ -64,7 +64,9 @@ case $what in chain) CHAIN=/tmp/pipe ;; rows-chain) CHAIN=/tmp/rows ;; *) CHAIN=
 [[ -n $CHAIN ]] && OUT=$CHAIN/out
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # Only 8 files come back from a call: pack everything into one archive, keep the benchmark's JSON beside it.
-pack() { tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name 'h200*.json' -delete && mv /tmp/logs.tgz "$OUT/"; }
+pack() {  # the JSONs stay beside the archive only while they fit in the 8 files
+  local keep='h200*.json'; (( $(find "$OUT" -type f -name 'h200*.json' | wc -l) <= 7 )) || keep=none
+  tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name "$keep" -delete && mv /tmp/logs.tgz "$OUT/"; }
 [[ -n $CHAIN ]] || trap pack EXIT
 trap 'exit 143' TERM
 # Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
@@ -186,6 +188,15 @@ case $what in
     grep -h "^\[vigsm\]" /tmp/pipe/out/train.log 2>/dev/null | tail -n 3
     for f in /tmp/pipe/out/h200-pipeline-stages.json /tmp/pipe/out/pipeline/train.json \
              /tmp/pipe/out/pipeline/generate*.json; do [[ -f $f ]] && { echo "== $f"; cat "$f"; echo; }; done
+    ;;
+  base-paths)
+    # SmolLM2's base model (no adapter) through the generation paths: what the stop rules change in the base's
+    # answers (1123 of its 1319 answers stop as loops). Call 1, carry .whl .gguf-a .bench-tok.tar.xz:
+    # `bash benchmarks/run_device.sh stash; bash benchmarks/run_device.sh install`; call 2 carries .gguf-b.
+    mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
+    prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf base-paths || exit 1
+    python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl --repeats 1 \
+      --out "$OUT/h200-genpaths-base.json" 2>&1 | tee "$OUT/genpaths-base.log" | grep -v "^\[bench\] round"
     ;;
   rows)
     # call 1 (carry .whl .gguf-a .bench-tok.tar.xz) starts the chain; call 2 (carry .gguf-b) hands it SmolLM2's
