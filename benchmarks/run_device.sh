@@ -36,6 +36,8 @@
 #   bash benchmarks/run_device.sh x2        on nvidia-h200-x2: the train stage (40 steps) and the generate-base
 #                                           stage with gpus 2 then 1, $RUNS rounds (default 1); carry .whl
 #                                           .bench-tok.tar.xz; assemble with benchmarks/x2_results.py
+#   bash benchmarks/run_device.sh notebook768  the notebook's decoding at its 768 new tokens on the 3B model
+#                                           ($RUNS runs, default 2; carry .whl .bench-tok.tar.xz)
 #   bash benchmarks/run_device.sh rows      issue 12's rows with fewer than 3 runs, as one chain like `pipeline`
 #                                           (watched the same way): the 3B generate stage (separate adapter)
 #                                           and the notebook's decoding, 3 rounds interleaved; then SmolLM2's
@@ -135,10 +137,11 @@ gen3b_setup() {  # the 3B-shaped random model with a fresh r=32 adapter where th
   prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b   # check needs the model built
 }
 
-notebook_gen() {  # $1 result JSON: the notebook's decoding (4-bit + adapter, sampling, batch 20) on the 3B model
+notebook_gen() {  # $1 result JSON, $2 new tokens (default 128): the notebook's decoding (4-bit + adapter,
+                  # sampling, batch 20) on the 3B model
   VIGSM_SDPA_CUDNN=1 timeout 300 python3 benchmarks/gpu_bench.py generate --label notebook-4bit-adapter-b20-sample \
     --result "$1" --model /tmp/qwen25-3b-random --adapter models/adapter --batch 20 --questions 20 \
-    --max-new-tokens 128 --sample > "${1%.json}.log" 2>&1 || tail -n 3 "${1%.json}.log"
+    --max-new-tokens "${2:-128}" --sample > "${1%.json}.log" 2>&1 || tail -n 3 "${1%.json}.log"
 }
 
 learning_check() {  # $1 $2 SmolLM2's GGUF parts: the real stages on 7473 / 1319, then the generation paths
@@ -197,6 +200,15 @@ case $what in
     prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf base-paths || exit 1
     python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl --repeats 1 \
       --out "$OUT/h200-genpaths-base.json" 2>&1 | tee "$OUT/genpaths-base.log" | grep -v "^\[bench\] round"
+    ;;
+  notebook768)
+    # the notebook's decoding at its own 768 new tokens (the `rows` runs decode 128), $RUNS runs (default 2)
+    python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
+      --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; exit 1; }
+    for i in $(seq "${RUNS:-2}"); do
+      notebook_gen "$OUT/h200-notebook768-run$i.json" 768
+      echo "[bench] run $i: $(head -c 400 "$OUT/h200-notebook768-run$i.json" 2>/dev/null)"
+    done
     ;;
   rows)
     # call 1 (carry .whl .gguf-a .bench-tok.tar.xz) starts the chain; call 2 (carry .gguf-b) hands it SmolLM2's
