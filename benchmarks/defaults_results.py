@@ -9,6 +9,7 @@ Inputs, each as the device wrote it (benchmarks/run_device.sh modes `pipeline`, 
   --gen3b      the generate stage's metrics JSON of each run on the 3B-shaped random model
   --notebook-gen  the notebook's decoding (gpu_bench.py generate) of each run, interleaved with --gen3b's
                (mode `rows`); without it, the notebook's rate comes from --defaults or --earlier-defaults
+  --notebook-768  the notebook's decoding at its own 768 new tokens (mode `notebook768`), reported beside
   --learning   the learning call's folder: train.json, generate*.json, stats.json, and score.json written by
                stages/score.py on the calling machine from the returned predictions
   --paths      h200-genpaths.json (static batch against the slot path on the fine-tuned SmolLM2)
@@ -19,6 +20,16 @@ Inputs, each as the device wrote it (benchmarks/run_device.sh modes `pipeline`, 
 
     python benchmarks/defaults_results.py --defaults ... --gen3b r1.json r2.json r3.json --learning DIR \\
         --paths ... --stages ... --out benchmarks/results/<date>-h200-defaults.json
+
+2026-11-29-h200-defaults.json came from the raw archives unpacked into /tmp (D = raw-2026-11-29d/
+call3-pipeline-defaults, C = raw-2026-11-29c, E = raw-2026-11-29e):
+
+    --defaults $D/h200-defaults.json --earlier-defaults $C/call1-defaults/h200-defaults.json --pipeline $D \\
+    --gen3b $E/call1-2-rows/h200-gen3b-run{1,2,3}.json \\
+    --notebook-gen $E/call1-2-rows/h200-notebook-gen-run{1,2,3}.json \\
+    --notebook-768 $E/call5-notebook768/h200-notebook768-run{1,2}.json --learning $E/call1-2-rows/learning \\
+    --paths $E/call1-2-rows/h200-genpaths.json --stages $E/call1-2-rows/h200-learning-stages.json \\
+    --base-paths $E/call3-4-base-paths/h200-genpaths-base.json --earlier-rows $C
 
 Every figure comes from those files; the summary's targets are checked here, and a missing measurement is
 null with the reason beside it.
@@ -111,6 +122,7 @@ def main() -> None:
     ap.add_argument("--paths", type=Path)
     ap.add_argument("--stages", type=Path)
     ap.add_argument("--notebook-gen", type=Path, nargs="*", default=[])
+    ap.add_argument("--notebook-768", type=Path, nargs="*", default=[])
     ap.add_argument("--base-paths", type=Path)
     ap.add_argument("--earlier-rows", type=Path)
     ap.add_argument("--out", type=Path, required=True)
@@ -142,6 +154,8 @@ def main() -> None:
     # round by round when the two were interleaved (run i of each)
     pair_ratios = ([g["new_tokens_per_second"] / r["new_tokens_per_second"]
                     for g, r in zip(gen3b, nb_runs, strict=True)] if len(gen3b) == len(nb_runs) else [])
+    nb768_runs = [load(p) for p in args.notebook_768 if p.exists()]
+    nb768 = spread([r["new_tokens_per_second"] for r in nb768_runs])
     base_paths = load(args.base_paths)
     rows = earlier_rows(args.earlier_rows) if args.earlier_rows else None
     summary = {
@@ -161,6 +175,8 @@ def main() -> None:
         "separate_adapter_vs_notebook": (round(rate3b["median"] / nb_rate["median"], 1)
                                          if rate3b and nb_rate else None),
         "separate_adapter_vs_notebook_per_round": spread(pair_ratios),
+        "notebook_generation_768_new_tokens_per_second": nb768,
+        "separate_adapter_vs_notebook_768": round(rate3b["median"] / nb768["median"], 1) if rate3b and nb768 else None,
         "generation_paths_seconds": ({k: spread(v["seconds"]) for k, v in paths["paths"].items()}
                                      if paths else None),
         "stop_rules_answers_changed": stop_rule_changes(paths, base_paths),
@@ -237,6 +253,9 @@ def main() -> None:
         "notebook_generation": notebook_note(nb_runs, gen3b, rows),
         "separate_adapter_vs_notebook": ratio_note(summary, rows),
         "stop_rules": stop_rules_note(summary["stop_rules_answers_changed"]),
+        "notebook_generation_768": (f"{nb768['n']} runs after the others, on a fresh machine with the same 3B-shaped "
+                                    "model and fresh adapter, batch 20, 20 questions x 768 new tokens, every row "
+                                    "to the cap" if nb768 else None),
     }
     result = {
         "summary": summary, "targets_met": targets, "notes": notes,
@@ -247,7 +266,8 @@ def main() -> None:
                         "params": "params.yaml as shipped with data.source and model.name changed",
                         "stages": pipe_stages, **{k.replace("-", "_"): v for k, v in pipe.items()}},
         "generate_3b_separate_adapter": {"runs": gen3b, "new_tokens_per_second": rate3b,
-                                         "notebook_runs": nb_runs, "notebook_new_tokens_per_second": nb_rate},
+                                         "notebook_runs": nb_runs, "notebook_new_tokens_per_second": nb_rate,
+                                         "notebook_768_runs": nb768_runs},
         "learning_check": {"model": "SmolLM2-135M-Instruct (real weights, GGUF Q4_1 converted, trained in 4-bit)",
                            "data": "vigsm.sample --train 7473 --test 1319", "stage_seconds": stages,
                            "train": train, "generate_base": gen_base, "generate_finetuned": gen_ft,
@@ -303,9 +323,8 @@ def notebook_note(nb_runs: list[dict], gen3b: list[dict], rows: dict | None) -> 
     note = (f"{len(nb_runs)} runs, interleaved with the {len(gen3b)} runs of the 3B generate stage (round i: "
             "generate, then the notebook's decoding), on the same 3B-shaped model and the same fresh r=32 "
             f"adapter: 4-bit base with the PEFT adapter on top, sampling, batch {r['batch']}, {r['questions']} "
-            f"questions x {r['max_new_tokens']} new tokens (the notebook's 768 would make each run 6x longer; not "
-            "measured at 768: later tokens attend over a longer cache, so 128 should if anything favour the "
-            "notebook); new tokens "
+            f"questions x {r['max_new_tokens']} new tokens (the notebook's 768 makes each run 6x longer; see "
+            "notebook_generation_768 for 768); new tokens "
             f"{', '.join(format(x['new_tokens'], ',') for x in nb_runs)} of {cap:,}: every row decoded to the cap, as "
             "the 3B generate stage's rows do.")
     if rows and rows.get("notebook_generation_new_tokens"):
@@ -328,9 +347,17 @@ def ratio_note(summary: dict, rows: dict | None) -> str | None:
             f"{_fmt(g)} new tokens/s against the notebook's {_fmt(nb, 1)} gives {ratio}x (medians)")
     if per_round:
         note += f"; round by round {_fmt(per_round, 1)}x"
+    nb768 = summary.get("notebook_generation_768_new_tokens_per_second")
+    if nb768:
+        note += (f". At the notebook's own 768 new tokens ({nb768['n']} later runs, not interleaved) it decodes "
+                 f"{_fmt(nb768, 1)} new tokens/s, no slower than at 128 (likely its fixed cost per generate call "
+                 f"spread over more tokens; not profiled): {summary['separate_adapter_vs_notebook_768']}x")
     note += (". Both decode every row to its cap on random weights, the best case for the notebook's static "
              "batches; real answers that end at different lengths cost the notebook's batches more (see "
-             "notebook_generation) and the slot path nothing.")
+             "notebook_generation) and the slot path nothing. The ratio comes from decoding 1319 rows a step "
+             "from 16-bit weights against 20 from 4-bit ones; the static path this decoder replaced decoded "
+             "faster per token in an earlier session (README, generation table; not interleaved with these "
+             "runs), so the slot path's per-step bookkeeping may cost part of the margin; not profiled.")
     if rows and rows.get("separate_adapter_vs_notebook"):
         note += (f" The earlier session gave {rows['separate_adapter_vs_notebook']}x against a notebook run whose "
                  "rows ended early.")
