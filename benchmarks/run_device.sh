@@ -112,9 +112,12 @@ gpu_tests() {  # one process per backend: importing unsloth patches transformers
   done
 }
 
+gguf_join() {  # $1 $2: SmolLM2's GGUF from its two carried parts, in .gguf/
+  mkdir -p .gguf && cat "$1" "$2" > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf && sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+}
+
 smollm2_setup() {  # SmolLM2's GGUF from its two carried parts, and the smoke params pointing at it
-  mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || return 1
-  sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+  gguf_join /tmp/gguf-parts/.gguf-a .gguf-b || return 1
   sed -e "s#name: /tmp/qwen25-3b-random#name: $PWD/.gguf#" \
       -e "s#gguf_file: ''#gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf#" /tmp/p-smoke.yaml > /tmp/p.yaml
 }
@@ -131,10 +134,18 @@ watch_chain() {  # $1 its folder: wait up to $WATCH s (default 540) for it to en
   echo "chain done: $([[ -f $1/done ]] && echo yes || echo no)"; tail -n 4 "$1/chain.log"
 }
 
-gen3b_setup() {  # the 3B-shaped random model with a fresh r=32 adapter where the generate stage reads it
+random_3b() {  # the 3B-shaped random model with a fresh r=32 adapter where the generate stage reads it
   python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
     --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; return 1; }
-  prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b   # check needs the model built
+}
+
+gen3b_setup() {  # random_3b, then the notebook-scale data prepared for it (check needs the model built)
+  random_3b && prepare_notebook_scale /tmp/qwen25-3b-random "" gen3b
+}
+
+smollm2_notebook_scale() {  # $1 $2 SmolLM2's GGUF parts, $3 the stage-times name, $4...: further overrides
+  gguf_join "$1" "$2" || return 1
+  prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf "$3" "${@:4}"
 }
 
 notebook_gen() {  # $1 result JSON, $2 new tokens (default 128): the notebook's decoding (4-bit + adapter,
@@ -145,11 +156,8 @@ notebook_gen() {  # $1 result JSON, $2 new tokens (default 128): the notebook's 
 }
 
 learning_check() {  # $1 $2 SmolLM2's GGUF parts: the real stages on 7473 / 1319, then the generation paths
-  mkdir -p .gguf && cat "$1" "$2" > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || return 1
-  sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
   # one epoch (EPOCHS=2 for the notebook's two) when the session's device time is short
-  prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf learning \
-    train.num_train_epochs="${EPOCHS:-1}" || return 1
+  smollm2_notebook_scale "$1" "$2" learning train.num_train_epochs="${EPOCHS:-1}" || return 1
   python3 benchmarks/run_stages.py --out "$OUT/h200-learning-stages.json" --log-dir "$OUT" --drop-option=--live-dir \
     train generate-base generate || return 1
   mkdir -p "$OUT/learning" && cp data/predictions/*.jsonl metrics/*.json data/prepared/stats.json "$OUT/learning/"
@@ -196,15 +204,13 @@ case $what in
     # SmolLM2's base model (no adapter) through the generation paths: what the stop rules change in the base's
     # answers (1123 of its 1319 answers stop as loops). Call 1, carry .whl .gguf-a .bench-tok.tar.xz:
     # `bash benchmarks/run_device.sh stash; bash benchmarks/run_device.sh install`; call 2 carries .gguf-b.
-    mkdir -p .gguf && cat /tmp/gguf-parts/.gguf-a .gguf-b > .gguf/SmolLM2-135M-Instruct.Q4_1.gguf || exit 1
-    prepare_notebook_scale "$PWD/.gguf" SmolLM2-135M-Instruct.Q4_1.gguf base-paths || exit 1
+    smollm2_notebook_scale /tmp/gguf-parts/.gguf-a .gguf-b base-paths || exit 1
     python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl --repeats 1 \
       --out "$OUT/h200-genpaths-base.json" 2>&1 | tee "$OUT/genpaths-base.log" | grep -v "^\[bench\] round"
     ;;
   notebook768)
     # the notebook's decoding at its own 768 new tokens (the `rows` runs decode 128), $RUNS runs (default 2)
-    python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
-      --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; exit 1; }
+    random_3b || exit 1
     for i in $(seq "${RUNS:-2}"); do
       notebook_gen "$OUT/h200-notebook768-run$i.json" 768
       echo "[bench] run $i: $(head -c 400 "$OUT/h200-notebook768-run$i.json" 2>/dev/null)"
