@@ -307,7 +307,10 @@ def generation_paths_note(paths: dict | None, rows: dict | None, base_paths: dic
                  f"{b['slots']['stopped_as_loop']} of {base_paths['questions']} rows stop as loops: static "
                  f"{bs['static']['median']:.2f} s ({b['static']['row_steps']:,} row-steps), slots "
                  f"{bs['slots']['median']:.2f} s ({b['slots']['row_steps']:,}), slots without stop rules "
-                 f"{bs['slots-no-stop']['median']:.2f} s ({b['slots-no-stop']['row_steps']:,}).")
+                 f"{bs['slots-no-stop']['median']:.2f} s ({b['slots-no-stop']['row_steps']:,}). There, with the "
+                 f"rules off and {b['slots-no-stop']['hit_max_new_tokens']} rows running to the cap (the batch "
+                 "keeps its size), the slot path's texts equal the static batch's for "
+                 f"{base_paths['static_vs_slots_no_stop']['identical_texts']:.1%} of the questions.")
     if rows and rows.get("generation_paths_seconds"):
         e = rows["generation_paths_seconds"]
         note += (f" The earlier session's {e['static']['n']} rounds (a third was cut by the call's time limit): "
