@@ -359,8 +359,9 @@ def ratio_note(summary: dict, rows: dict | None) -> str | None:
              "batches; real answers that end at different lengths cost the notebook's batches more (see "
              "notebook_generation) and the slot path nothing. The ratio comes from decoding 1319 rows a step "
              "from 16-bit weights against 20 from 4-bit ones; the static path this decoder replaced decoded "
-             "faster per token in an earlier session (README, generation table; not interleaved with these "
-             "runs), so the slot path's per-step bookkeeping may cost part of the margin; not profiled.")
+             "faster per token in an earlier session (README, generation table; gpu_bench.py's harness, not "
+             "interleaved with these runs), so the slot path's per-step bookkeeping may cost part of the "
+             "margin; not profiled.")
     if rows and rows.get("separate_adapter_vs_notebook"):
         note += (f" The earlier session gave {rows['separate_adapter_vs_notebook']}x against a notebook run whose "
                  "rows ended early.")
