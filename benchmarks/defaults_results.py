@@ -78,6 +78,11 @@ def spread(values: list[float]) -> dict | None:
 NOTEBOOK_GEN = "notebook-4bit-adapter-b20-sample"  # gpu_bench.NOTEBOOK_GEN (not imported: that pulls in torch)
 
 
+def path_seconds(paths: dict | None) -> dict | None:
+    """generation_paths.py's result: each path's seconds per round as median [min, max]."""
+    return {k: spread(v["seconds"]) for k, v in paths["paths"].items()} if paths else None
+
+
 def earlier_rows(folder: Path) -> dict:
     """An earlier session's measurements of the rows re-run by mode `rows`, from its device folder (the
     layout of raw-2026-11-29c): the 3B generate runs, the notebook's decoding runs, the generation paths and
@@ -95,7 +100,7 @@ def earlier_rows(folder: Path) -> dict:
         "notebook_generation_new_tokens": [r["new_tokens"] for r in nb],
         "notebook_generation_token_cap": [r["questions"] * r["max_new_tokens"] for r in nb],
         "separate_adapter_vs_notebook": round(rate3b["median"] / rate_nb["median"], 1) if rate3b and rate_nb else None,
-        "generation_paths_seconds": {k: spread(v["seconds"]) for k, v in paths["paths"].items()} if paths else None,
+        "generation_paths_seconds": path_seconds(paths),
         "learning_em_delta": score["delta"]["exact_match_flexible"] if score else None,
         "learning_em_mcnemar_p": score["delta"]["exact_match_flexible_mcnemar_p"] if score else None,
     }
@@ -148,8 +153,8 @@ def main() -> None:
     # benchmark's of this session or the earlier one
     nb_runs = [load(p) for p in args.notebook_gen if p.exists()]
     nb_rate = (spread([r["new_tokens_per_second"] for r in nb_runs]) if nb_runs else
-               (ds.get("notebook-4bit-adapter-b20-sample") or (earlier or {}).get("summary", {}).get(
-                   "notebook-4bit-adapter-b20-sample") or {}).get("new_tokens_per_second", {}))
+               (ds.get(NOTEBOOK_GEN) or (earlier or {}).get("summary", {}).get(NOTEBOOK_GEN) or {}).get(
+                   "new_tokens_per_second", {}))
     rate3b = spread([g["new_tokens_per_second"] for g in gen3b]) if gen3b else None
     # round by round when the two were interleaved (run i of each)
     pair_ratios = ([g["new_tokens_per_second"] / r["new_tokens_per_second"]
@@ -177,8 +182,7 @@ def main() -> None:
         "separate_adapter_vs_notebook_per_round": spread(pair_ratios),
         "notebook_generation_768_new_tokens_per_second": nb768,
         "separate_adapter_vs_notebook_768": round(rate3b["median"] / nb768["median"], 1) if rate3b and nb768 else None,
-        "generation_paths_seconds": ({k: spread(v["seconds"]) for k, v in paths["paths"].items()}
-                                     if paths else None),
+        "generation_paths_seconds": path_seconds(paths),
         "stop_rules_answers_changed": stop_rule_changes(paths, base_paths),
     }
     targets = {
@@ -291,7 +295,7 @@ def generation_paths_note(paths: dict | None, rows: dict | None, base_paths: dic
     if not paths:
         return None
     p = paths["paths"]
-    secs = {k: spread(v["seconds"]) for k, v in p.items()}
+    secs = path_seconds(paths)
     n = min(len(v["seconds"]) for v in p.values())
     note = (f"{n} rounds, each timing static, slots and slots-no-stop in turn, on the fine-tuned SmolLM2 of the "
             f"learning check ({paths['questions']} questions, greedy): static {_fmt(secs['static'], 2)} s, slots "
@@ -302,7 +306,7 @@ def generation_paths_note(paths: dict | None, rows: dict | None, base_paths: dic
             "waiting for the longest, which costs little time at this model's size: the slot path is not faster "
             "here; it gains where rows loop or run long, and it resumes per question.")
     if base_paths:
-        b, bs = base_paths["paths"], {k: spread(v["seconds"]) for k, v in base_paths["paths"].items()}
+        b, bs = base_paths["paths"], path_seconds(base_paths)
         note += (f" On the base model ({bs['static']['n']} round, no adapter), where "
                  f"{b['slots']['stopped_as_loop']} of {base_paths['questions']} rows stop as loops: static "
                  f"{bs['static']['median']:.2f} s ({b['static']['row_steps']:,} row-steps), slots "
