@@ -59,13 +59,17 @@ def bar_seconds(log: str, total: int) -> dict[int, int]:
 
 def train_log_times(log: str, total: int) -> dict | None:
     """From a train stage's log: the first step (unsloth compiles its layers there), the evaluations' run
-    times, and the seconds per step in between with the evaluations taken out; None without a bar."""
+    times, and the seconds per step from step 1 to the last with the evaluations in between taken out;
+    None without a bar or with fewer than 3 steps."""
     bar = bar_seconds(log, total)
-    if 1 not in bar or total not in bar:
+    if total < 3 or 1 not in bar or total not in bar:
         return None
     evals = [float(x) for x in re.findall(r"'eval_runtime': '([\d.]+)'", log)]
+    # an evaluation at the last step (or a final one) runs after the bar has shown it: not inside the interval
+    last = re.search(rf"(?<!\d){total}/{total} \[", log).start()
+    inside = [float(x) for x in re.findall(r"'eval_runtime': '([\d.]+)'", log[:last])]
     return {"first_step_seconds": bar[1], "eval_seconds": evals,
-            "seconds_per_step": (bar[total] - bar[1] - sum(evals)) / (total - 1)}
+            "seconds_per_step": (bar[total] - bar[1] - sum(inside)) / (total - 1)}
 
 
 def spread(values: list[float]) -> dict | None:

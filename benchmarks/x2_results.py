@@ -18,15 +18,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from defaults_results import bar_seconds, spread  # a sibling script, not a package
+from defaults_results import spread, train_log_times  # a sibling script, not a package
 
 
 def steady_seconds_per_step(log: str, total: int) -> float | None:
     """Seconds per step from step 1 to the last of the training bar (``total`` steps, 1 s resolution)."""
-    first = bar_seconds(log, total)
-    if 1 not in first or total not in first or total < 3:
-        return None
-    return (first[total] - first[1]) / (total - 1)
+    times = train_log_times(log, total)
+    return times["seconds_per_step"] if times else None
 
 
 def main() -> None:
