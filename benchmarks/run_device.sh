@@ -67,8 +67,11 @@ case $what in chain) CHAIN=/tmp/pipe ;; rows-chain) CHAIN=/tmp/rows ;; *) CHAIN=
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 # Only 8 files come back from a call: pack everything into one archive, keep the benchmark's JSON beside it.
 pack() {  # the JSONs stay beside the archive only while they fit in the 8 files
-  local keep='h200*.json'; (( $(find "$OUT" -type f -name 'h200*.json' | wc -l) <= 7 )) || keep=none
-  tar czf /tmp/logs.tgz -C "$OUT" . && find "$OUT" -type f ! -name "$keep" -delete && mv /tmp/logs.tgz "$OUT/"; }
+  tar czf /tmp/logs.tgz -C "$OUT" . || return
+  if (( $(find "$OUT" -type f -name 'h200*.json' | wc -l) <= 7 )); then find "$OUT" -type f ! -name 'h200*.json' -delete
+  else find "$OUT" -type f -delete; fi
+  mv /tmp/logs.tgz "$OUT/"
+}
 [[ -n $CHAIN ]] || trap pack EXIT
 trap 'exit 143' TERM
 # Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
