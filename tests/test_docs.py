@@ -1,8 +1,10 @@
-"""What a newcomer reads: the README sections that messages point to, the commands it gives, the
-Makefile's offline overrides, and a params.yaml that `dvc exp show` can print."""
+"""What a newcomer reads: the README sections that messages point to, the commands it gives, its length,
+the links of the README and docs/, the Makefile's offline overrides, and a params.yaml that `dvc exp show`
+can print."""
 
 import re
 import shlex
+from pathlib import Path
 
 import yaml
 
@@ -47,3 +49,95 @@ def test_params_have_no_multiline_value():
     doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     multi = [f"{s}.{k}" for s, sec in doc.items() for k, v in sec.items() if isinstance(v, str) and "\n" in v]
     assert not multi
+
+
+README_LIMIT = 12_000  # characters: the README is for users; measurements and details live in docs/
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _prose(text: str) -> str:
+    """The text a reader sees as prose: fenced code, inline code and HTML comments removed (a `[x](y)` in
+    code is not a link, and a comment is not shown)."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lowercase, punctuation dropped (letters of any script, digits, `_`
+    and `-` kept), each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """Every heading's anchor, a repeated one numbered as GitHub numbers it (`-1`, `-2`, ...)."""
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#+ (.+?)\s*$", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M), flags=re.M):
+        slug = _slug(heading.replace("`", ""))
+        out.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+def broken_links(page: Path, root: Path = ROOT) -> list[str]:
+    """The relative links of one markdown page (inline `[text](target)` or reference `[name]: target`) whose
+    file or folder is missing or outside `root`, or whose heading anchor does not exist."""
+    prose = _prose(page.read_text(encoding="utf-8"))
+    targets = re.findall(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", prose)
+    targets += re.findall(r"^\s*\[[^\]]+\]:\s*<?([^\s>]+)", prose, flags=re.M)
+    bad = []
+    for target in targets:
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, flags=re.I):  # https:, mailto: are not this repository's
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page.resolve()
+        inside = dest == root.resolve() or root.resolve() in dest.parents
+        if not (inside and dest.exists()):
+            bad.append(target)
+        elif anchor and (dest.suffix != ".md" or anchor not in anchors(dest.read_text(encoding="utf-8"))):
+            bad.append(target)
+    return bad
+
+
+def test_readme_is_short():
+    assert len(README) <= README_LIMIT, f"README.md has {len(README)} characters; move detail to docs/"
+
+
+def test_every_relative_link_in_readme_and_docs_resolves():
+    assert len(PAGES) > 1, "docs/ holds the detail the README links to"
+    bad = {str(page.relative_to(ROOT)): broken_links(page) for page in PAGES}
+    assert not any(bad.values()), {k: v for k, v in bad.items() if v}
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    """A page nobody links is a page nobody reads."""
+    linked = {(ROOT / t.partition("#")[0]).resolve() for t in re.findall(r"\]\((docs/[^)#\s]+)", _prose(README))}
+    assert set(PAGES[1:]) <= linked, sorted(p.name for p in set(PAGES[1:]) - linked)
+
+
+def test_link_checker_sees_a_broken_file_and_a_broken_anchor(tmp_path):
+    page = tmp_path / "docs" / "p.md"
+    page.parent.mkdir()
+    (tmp_path / "docs" / "q.md").write_text("# Q page\n\n## Ünïcode `code` (x)\n\n## Twice\n\n## Twice\n")
+    page.write_text(
+        "[ok](q.md#q-page) [ok](q.md#ünïcode-code-x) [ok](q.md#twice-1) [ok](#top) [web](https://x.org/y)\n"
+        "# Top\n[gone](missing.md) [bad](q.md#nowhere) `[code](nothere.md)` <!-- [hidden](nothere.md) -->\n"
+        "\n[ref]: gone-too.md\n```\n[fenced](nothere.md)\n```\n"
+    )
+    assert anchors((tmp_path / "docs" / "q.md").read_text()) == {"q-page", "ünïcode-code-x", "twice", "twice-1"}
+    assert broken_links(page, root=tmp_path) == ["missing.md", "q.md#nowhere", "gone-too.md"]
+    assert broken_links(tmp_path / "docs" / "q.md", root=page.parent) == []
+    (tmp_path / "docs" / "r.md").write_text("[up](../outside.md)\n")
+    (tmp_path / "outside.md").touch()  # it exists, but outside the root given
+    assert broken_links(tmp_path / "docs" / "r.md", root=tmp_path / "docs") == ["../outside.md"]
+    assert broken_links(tmp_path / "docs" / "r.md", root=tmp_path) == []
+
+
+def test_readme_sections_named_in_params_comments_exist():
+    """params.yaml's comments send readers to README sections ("see README, GPU")."""
+    headings = set(re.findall(r"^#+ (.+?)\s*$", README, flags=re.M))
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    named = set(re.findall(r"README, ([A-Z][\w ]*?)\)", text))
+    assert named, "params.yaml names README sections"
+    assert named <= headings, named - headings
