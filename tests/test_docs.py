@@ -141,3 +141,42 @@ def test_readme_sections_named_in_params_comments_exist():
     named = set(re.findall(r"README, ([A-Z][\w ]*?)\)", text))
     assert named, "params.yaml names README sections"
     assert named <= headings, named - headings
+
+
+MISSPELT_ON_PURPOSE = {"train.learning_rat"}  # troubleshooting.md shows what DVC says about a misspelt key
+
+
+def _commands(text: str) -> list[str]:
+    """The shell lines of a page: its bash blocks (continuations joined, comments cut) and its inline code."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M)
+    lines = [line.split(" # ")[0] for b in blocks for line in b.replace("\\\n", " ").splitlines()]
+    outside_blocks = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return lines + re.findall(r"`([^`\n]+)`", outside_blocks)
+
+
+def test_commands_in_readme_and_docs_name_real_targets_modules_flags_and_keys():
+    """`make X` is a Makefile target; `python -m vigsm.X --flag` and `stages/X.py --flag` name a module or
+    script that defines that flag; `-S section.key=` names a key of params.yaml (its keys, not its values,
+    which `dvc exp run -S` may have changed)."""
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(encoding="utf-8"), flags=re.M))
+    keys = {f"{s}.{k}" for s, sec in yaml.safe_load((ROOT / "params.yaml").read_text()).items() for k in sec}
+    bad, seen = [], 0
+    for page in PAGES:
+        for cmd in _commands(page.read_text(encoding="utf-8")):
+            for target in re.findall(r"(?:^|[;&|(]\s*)make ([a-z][\w-]*)", cmd):
+                seen += 1
+                if target not in targets:
+                    bad.append(f"{page.name}: make {target}")
+            for key in re.findall(r"(?<![\w+])-S ([a-z_]+\.[a-z_]+)=", cmd):
+                seen += 1
+                if key not in keys | MISSPELT_ON_PURPOSE:
+                    bad.append(f"{page.name}: -S {key}")
+            for module, script, args in re.findall(r"(?:python -m (vigsm\.\w+)|(stages/\w+\.py))(.*)", cmd):
+                seen += 1
+                path = ROOT / (f"src/{module.replace('.', '/')}.py" if module else script)
+                source = path.read_text(encoding="utf-8") if path.exists() else ""
+                missing = [f for f in re.findall(r"(?<!\S)(--[a-z][\w-]*)", args) if f'"{f}"' not in source]
+                if not source or missing:
+                    bad.append(f"{page.name}: {module or script} {missing or '(no such file)'}")
+    assert seen > 20, seen  # the pages give commands, and the patterns find them
+    assert not bad, bad
