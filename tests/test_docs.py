@@ -177,6 +177,6 @@ def test_commands_in_readme_and_docs_name_real_targets_modules_flags_and_keys():
                 source = path.read_text(encoding="utf-8") if path.exists() else ""
                 missing = [f for f in re.findall(r"(?<!\S)(--[a-z][\w-]*)", args) if f'"{f}"' not in source]
                 if not source or missing:
-                    bad.append(f"{page.name}: {module or script} {missing or '(no such file)'}")
+                    bad.append(f"{page.name}: {module or script} {missing if source else '(no such file)'}")
     assert seen > 20, seen  # the pages give commands, and the patterns find them
     assert not bad, bad
