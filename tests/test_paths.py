@@ -116,13 +116,12 @@ def test_export_takes_the_adapter_from_dvc_yaml_and_needs_an_out(repo):
 def test_ask_falls_back_to_the_params_prompt_at_revisions_before_the_prompt_file(monkeypatch):
     """A revision whose prepare stage has no --system-prompt kept the prompt in params.yaml (data.system_prompt)."""
     import vigsm.ask as ask_mod
-    import vigsm.compare as compare_mod
     from vigsm.errors import VigsmError
 
     def no_option(rev=None):
         raise VigsmError("dvc.yaml: stage 'prepare' does not pass --system-prompt in its cmd")
 
-    monkeypatch.setattr(compare_mod, "resolve_rev", lambda rev: "abc123")
+    monkeypatch.setattr(ask_mod, "resolve_rev", lambda rev: "abc123")
     monkeypatch.setattr(ask_mod, "system_prompt_file", no_option)
     assert ask_mod.system_prompt_at("old-exp", {"data": {"system_prompt": "P\n"}}) == "P\n"
     with pytest.raises(VigsmError, match="--system-prompt"):

@@ -24,6 +24,7 @@ from vigsm.config import SECTIONS, parse_section, read_params
 from vigsm.errors import VigsmError, run_cli
 from vigsm.paths import adapter_dir as pipeline_adapter_dir
 from vigsm.paths import system_prompt_file
+from vigsm.revisions import resolve_rev
 
 
 def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, Any]:
@@ -31,8 +32,6 @@ def params_at(rev: str | None, params_path: str = "params.yaml") -> dict[str, An
     if rev is None:
         return read_params(params_path)
     import dvc.api
-
-    from vigsm.compare import resolve_rev
 
     return dvc.api.params_show(params_path, rev=resolve_rev(rev))
 
@@ -45,8 +44,6 @@ def system_prompt_at(rev: str | None, params: dict[str, Any]) -> str:
     if rev is None:
         return read_system_prompt(system_prompt_file())
     import dvc.api
-
-    from vigsm.compare import resolve_rev
 
     commit = resolve_rev(rev)
     try:
@@ -67,8 +64,6 @@ def fetch_adapter(rev: str, dest: Path) -> Path:
     """Copy the train stage's adapter as of ``rev`` (git revision or experiment) into ``dest`` through DVC;
     its path is the one dvc.yaml declares at that revision."""
     from dvc.api import DVCFileSystem
-
-    from vigsm.compare import resolve_rev
 
     commit = resolve_rev(rev)
     path = pipeline_adapter_dir(rev=commit)

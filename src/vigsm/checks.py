@@ -9,7 +9,6 @@ raises the same one-line :class:`VigsmError` the later stage would raise, while 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +19,12 @@ from vigsm.errors import VigsmError
 # check (any params change) leaves it identical and reruns nothing downstream by itself.
 PASSED = "params.yaml and the inputs passed stages/check.py\n"
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
-
-
 def check_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """Validate every section of ``path`` and reject unknown sections; return the parsed sections."""
     unknown = sorted(set(read_params(path)) - set(SECTIONS))
     if unknown:
         raise VigsmError(f"params: {unknown[0]}: unknown section; allowed sections: {', '.join(SECTIONS)}")
     return {name: load_section(name, path=path) for name in SECTIONS}
-
-
-def _check_hub_id(key: str, repo_id: str, what: str, revision: str, *, need_owner: bool) -> None:
-    from vigsm.hub import cached_snapshot, require_hub
-
-    owner_ok = repo_id.count("/") == 1 if need_owner else True
-    if not owner_ok or not _HUB_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise VigsmError(f"{key}: '{repo_id}' is neither a local path nor a hub id (owner/name)")
-    # What the stage does first: a repo that is not cached needs the hub, which may be unreachable.
-    if cached_snapshot(repo_id, revision, repo_type=what) is None:
-        require_hub(what, repo_id, revision)
 
 
 def check_data(p: DataParams, sample_dir: Path, system_prompt_file: Path) -> None:
@@ -52,31 +37,17 @@ def check_data(p: DataParams, sample_dir: Path, system_prompt_file: Path) -> Non
     if p.source == "sample" or data.looks_local(p.source):
         data.prepare(p, sample_dir, system_prompt)
     else:
-        _check_hub_id("data.source", p.source, "dataset", p.revision, need_owner=False)
+        from vigsm.hub import require_repo
+
+        require_repo("data.source", p.source, "dataset", p.revision, need_owner=False)
 
 
 def check_model(p: ModelParams) -> None:
-    """The checks of ``vigsm.weights.resolve_model`` that need neither torch, a GGUF conversion nor a
-    download: the package or local directory exists and holds the weights or GGUF file named."""
-    from vigsm.hub import names_local_path
-    from vigsm.weights import _check_local_weights, _package_dir
+    """What loading the model checks first (:func:`vigsm.weights.resolve_model`, the same code), in its dry
+    run: no torch, no GGUF conversion, no download."""
+    from vigsm.weights import resolve_model
 
-    if p.name.startswith("pkg:"):
-        directory = _package_dir(p.name[4:])
-        if not p.gguf_file:
-            raise VigsmError("model.gguf_file: required with a pkg: model (e.g. SmolLM2-135M-Instruct.Q4_1.gguf)")
-    else:
-        directory = Path(p.name).expanduser()
-        if not names_local_path(p.name):
-            _check_hub_id("model.name", p.name, "model", p.revision, need_owner=True)
-            return
-        if not directory.is_dir():
-            raise VigsmError(f"model.name: local path {directory} does not exist")
-        if not p.gguf_file:
-            _check_local_weights(directory)
-            return
-    if not (directory / p.gguf_file).is_file():
-        raise VigsmError(f"model.gguf_file: {directory / p.gguf_file} not found")
+    resolve_model(p, dry_run=True)
 
 
 def check_gpus(tp: TrainParams, gp: GenerateParams) -> None:

@@ -18,13 +18,13 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from statistics import quantiles
 from typing import Any
 
-from vigsm.answers import canonical_number
 from vigsm.config import DataParams
 from vigsm.errors import VigsmError
 from vigsm.hub import names_local_path
+from vigsm.lengths import token_length_stats
+from vigsm.notation import canonical_number
 
 FIELDS = ("index", "question", "explanation", "answer")
 SPLITS = ("train", "test")
@@ -218,15 +218,6 @@ def to_record(row: dict, params: DataParams, system_prompt: str) -> dict[str, An
                    {"role": "user", "content": row["question"]}],
         "completion": [{"role": "assistant", "content": target}],
     }
-
-
-def token_length_stats(lengths: list[int], prefix: str) -> dict[str, float]:
-    """Percentiles (50/90/99) and maximum of a list of lengths, as flat keys."""
-    if not lengths:
-        return {}
-    s = sorted(lengths)
-    p = quantiles(s, n=100, method="inclusive") if len(s) > 1 else [s[0]] * 99
-    return {f"{prefix}_p50": p[49], f"{prefix}_p90": p[89], f"{prefix}_p99": p[98], f"{prefix}_max": s[-1]}
 
 
 def length_stats(texts: list[str], prefix: str) -> dict[str, float]:

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vigsm.notation import MARKER_CHARS
 from vigsm.stopping import continue_cycle, loop_period
 
 REFILL_SHARE = 4  # refill once slots // REFILL_SHARE (at least one) are free: one prefill per several rows
@@ -89,8 +90,8 @@ def _token_classes(tok: Any) -> tuple[frozenset[int], frozenset[int]]:
     key = id(tok)
     if key not in _TOKEN_CLASSES:
         pieces = tok.batch_decode([[i] for i in range(len(tok))])
-        _TOKEN_CLASSES[key] = (tok, (frozenset(i for i, s in enumerate(pieces) if "\n" in s),
-                                     frozenset(i for i, s in enumerate(pieces) if "#" in s or "\uff03" in s)))
+        marks = frozenset(i for i, s in enumerate(pieces) if any(c in s for c in MARKER_CHARS))
+        _TOKEN_CLASSES[key] = (tok, (frozenset(i for i, s in enumerate(pieces) if "\n" in s), marks))
     return _TOKEN_CLASSES[key][1]
 
 

@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vigsm.answers import extract_answer, split_reasoning
 from vigsm.config import GenerateParams, ModelParams, as_dict
 from vigsm.digest import fingerprint as digest_fingerprint
 from vigsm.digest import sha256_hex
@@ -38,13 +37,18 @@ def _dir_digest(path: Path) -> str:
 MODEL_KEYS = ("name", "revision", "gguf_file", "load_in_4bit", "dtype", "trust_remote_code")
 
 
+# A prediction's fields (make_row): hashed into the fingerprint, so a partial file written with other
+# fields (an older version) is not resumed into this one.
+ROW_FIELDS = ("id", "raw", "stop", "new_tokens")
+
+
 def fingerprint(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapter_dir: Path | None) -> str:
     """A digest of what shapes the predictions: the model keys read, the generate section, the prompts
     and the adapter's files."""
     model = {k: v for k, v in as_dict(mp).items() if k in MODEL_KEYS}
     questions = json.dumps([[r["id"], r["prompt"]] for r in rows], ensure_ascii=False)
     adapter = _dir_digest(adapter_dir) if adapter_dir else "no-adapter"
-    return digest_fingerprint([model, as_dict(gp)], questions, adapter)
+    return digest_fingerprint([model, as_dict(gp), ROW_FIELDS], questions, adapter)
 
 
 def read_partial(partial: Path, fp: str) -> dict[str, dict]:
@@ -71,19 +75,11 @@ def read_partial(partial: Path, fp: str) -> dict[str, dict]:
     return done
 
 
-def make_row(rec: dict, raw: str) -> dict[str, Any]:
-    reasoning, answer_text = split_reasoning(raw)
-    return {
-        "id": rec["id"],
-        "question": rec["question"],
-        "reference": rec["completion"][0]["content"],
-        "reference_explanation": rec["explanation"],
-        "reference_answer": rec["answer"],
-        "raw": raw,
-        "reasoning": reasoning,
-        "answer_text": answer_text,
-        "answer": extract_answer(raw),
-    }
+def make_row(rec: dict, raw: str, stop: str, new_tokens: int) -> dict[str, Any]:
+    """One prediction, holding only what generate knows: the question's id, the decoded text, why decoding
+    stopped (``eos``, ``max_new_tokens``, ``answer`` or ``loop``) and the new token count. Score joins the
+    references by id and extracts the answers itself, so an answer-rule edit reruns score alone."""
+    return {"id": rec["id"], "raw": raw, "stop": stop, "new_tokens": new_tokens}
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -157,7 +153,7 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
 
             def finish(i: int, tokens: list[int], reason: str, left: list[dict] = left) -> None:
                 rec = left[i]
-                row = make_row(rec, tok.decode(tokens, skip_special_tokens=True))
+                row = make_row(rec, tok.decode(tokens, skip_special_tokens=True), reason, len(tokens))
                 done[rec["id"]] = row
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 fh.flush()

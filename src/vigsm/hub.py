@@ -7,6 +7,7 @@ message; a researcher on an offline box deserves a clear answer in seconds.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -57,3 +58,16 @@ def require_hub(what: str, repo_id: str, revision: str) -> None:
             f"cannot reach the Hugging Face hub ({hub_endpoint()}) to load {what} '{repo_id}' "
             f"(revision {revision}) and it is not in the local cache; {OFFLINE_HINT}"
         )
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
+
+
+def require_repo(key: str, repo_id: str, what: str, revision: str, *, need_owner: bool) -> None:
+    """``repo_id`` (the value of param ``key``) has a hub id's form (``owner/name``, or a bare name where
+    ``need_owner`` is False), and is cached or the hub is reachable; else a one-line VigsmError."""
+    owner_ok = repo_id.count("/") == 1 if need_owner else True
+    if not owner_ok or not _HUB_ID.fullmatch(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise VigsmError(f"{key}: '{repo_id}' is neither a local path nor a hub id (owner/name)")
+    if cached_snapshot(repo_id, revision, repo_type=what) is None:
+        require_hub(what, repo_id, revision)

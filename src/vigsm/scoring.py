@@ -14,12 +14,17 @@ from vigsm.answers import extract_answer, numbers_equal, split_reasoning
 from vigsm.config import ScoreParams
 from vigsm.errors import VigsmError
 from vigsm.io import read_jsonl
+from vigsm.notation import NOTEBOOK_MARKER
 
 PRED_FIELDS = ("id", "raw")
 
 
 def load_predictions(path: Path, test_rows: list[dict]) -> list[dict]:
     """Read a predictions file and join it to the reference test split by id.
+
+    A prediction holds what generate knows (``id``, ``raw``, and ``stop`` and ``new_tokens``, which score
+    does not read); score derives the rest: the question and references here, the reasoning and the
+    answers in :func:`score_variant`.
 
     Rejects files whose ids are not in the test split (a file from another split), duplicates, and
     rows without the required fields. Missing ``raw`` text is an error; an empty one is scored wrong.
@@ -74,7 +79,8 @@ def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], li
     ok_strict = [numbers_equal(a, r["reference_answer"]) for a, r in zip(strict, rows, strict=True)]
     ok_flex = [numbers_equal(a, r["reference_answer"]) for a, r in zip(flexible, rows, strict=True)]
     # The notebook: string equality of the text after the prediction's first "###" and the reference's last.
-    ok_seed = [a.strip() == r["reference"].split("###")[-1].strip() for a, r in zip(answers_seed, rows, strict=True)]
+    ok_seed = [a.strip() == r["reference"].split(NOTEBOOK_MARKER)[-1].strip()
+               for a, r in zip(answers_seed, rows, strict=True)]
 
     rouge, per_rouge = M.rouge_vi(ref_expl, list(reasonings))
     rouge_seed, _ = M.rouge_seed(ref_expl, list(reasonings))

@@ -6,7 +6,8 @@ Two rules, each switched by a ``generate`` param:
   followed by a number and then a newline (:func:`answer_end`). End of turn stops every row anyway.
   After that point nothing the model writes can change the extracted answer, strict or flexible: the
   strict answer is the first number after the first marker, and the flexible one is the strict one when
-  there is one (``vigsm.answers.extract_answer``).
+  there is one (``vigsm.answers.extract_answer``). The test reads only how the marker and numbers are
+  written (:mod:`vigsm.notation`), so generate does not depend on the extraction rules.
 - ``stop_loops``: a row stops once its last tokens are one short cycle repeated (:func:`loop_period`):
   a period of at most :data:`LOOP_MAX_PERIOD` tokens, repeated at least :data:`LOOP_MIN_REPEATS` times and
   covering at least :data:`LOOP_MIN_SPAN` tokens. Such a row is then completed, without computing, by
@@ -17,7 +18,7 @@ Two rules, each switched by a ``generate`` param:
 
 from __future__ import annotations
 
-from vigsm.answers import extract_answer
+from vigsm.notation import MARKER_CHARS, marked_number
 
 __all__ = ["LOOP_MAX_PERIOD", "LOOP_MIN_REPEATS", "LOOP_MIN_SPAN", "answer_end", "continue_cycle", "loop_period"]
 
@@ -25,23 +26,22 @@ LOOP_MAX_PERIOD = 96  # tokens in one cycle, at most
 LOOP_MIN_REPEATS = 4  # whole cycles seen in a row, at least
 LOOP_MIN_SPAN = 64  # tokens covered by the repeats, at least (a 2-token cycle must run 32 times)
 
-_MARKER_CHARS = ("#", "\uff03")  # "#" and its full-width form, which NFKC folds to "#"
-
 
 def answer_end(text: str) -> int | None:
     """The index just after the newline that completes the answer line, or None if it is not complete.
 
-    It is the first newline ``c`` with ``extract_answer(text[:c + 1])`` not None. Contract: for every
+    It is the first newline ``c`` with a number after the first marker in ``text[:c + 1]``
+    (:func:`vigsm.notation.marked_number`, the strict answer of ``extract_answer``). Contract: for every
     suffix ``s``, ``extract_answer(text[:end] + s, strict)`` equals ``extract_answer(text[:end], strict)``
     for strict and flexible alike (a number never spans a newline, and the first marker and the first
     number after it both lie before ``end``).
     """
-    first = min((i for i in (text.find(ch) for ch in _MARKER_CHARS) if i >= 0), default=-1)
+    first = min((i for i in (text.find(ch) for ch in MARKER_CHARS) if i >= 0), default=-1)
     if first < 0:
         return None
     c = text.find("\n", first)
     while c >= 0:
-        if extract_answer(text[: c + 1]) is not None:
+        if marked_number(text[: c + 1]) is not None:
             return c + 1
         c = text.find("\n", c + 1)
     return None

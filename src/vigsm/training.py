@@ -19,12 +19,12 @@ from typing import Any
 
 from vigsm.attention import configure_attention
 from vigsm.config import LoraParams, ModelParams, TrainParams, as_dict
-from vigsm.data import token_length_stats
 from vigsm.device import cuda_available, peak_gpu_memory_gb
 from vigsm.digest import fingerprint
 from vigsm.distributed import barrier, from_main, is_main, rank, world_size
 from vigsm.errors import VigsmError
 from vigsm.io import atomic_dir, read_jsonl, usual_permissions, write_json
+from vigsm.lengths import token_length_stats
 from vigsm.modeling import (
     chat_prompt_ids,
     check_device,

@@ -19,7 +19,7 @@ from pathlib import Path
 from vigsm.config import ModelParams
 from vigsm.digest import sha256_hex
 from vigsm.errors import VigsmError
-from vigsm.hub import cached_snapshot, names_local_path, require_hub
+from vigsm.hub import names_local_path, require_repo
 from vigsm.io import atomic_dir
 
 CONVERSION_VERSION = "v2"  # bump when convert_gguf changes what it writes
@@ -38,15 +38,20 @@ def _package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _gguf_path(directory: Path, gguf_file: str) -> Path:
+    path = directory / gguf_file
+    if not path.is_file():
+        raise VigsmError(f"model.gguf_file: {path} not found")
+    return path
+
+
 def convert_gguf(directory: Path, gguf_file: str) -> Path:
     """Dequantise a GGUF checkpoint once into a safetensors directory in the cache; return it.
 
     The cache key is the GGUF file's SHA-256, so a new file converts again and the same file never does.
     The directory is written under a temporary name and renamed, so a killed conversion leaves nothing.
     """
-    gguf_path = directory / gguf_file
-    if not gguf_path.is_file():
-        raise VigsmError(f"model.gguf_file: {gguf_path} not found")
+    gguf_path = _gguf_path(directory, gguf_file)
     digest = sha256_hex(gguf_path)[:16]
     target = cache_root() / "models" / f"{Path(gguf_file).stem}-{digest}-{CONVERSION_VERSION}"
     if (target / "config.json").is_file():
@@ -83,23 +88,29 @@ def _check_local_weights(path: Path) -> None:
         raise VigsmError(f"model.name: local path {path} has no *.safetensors weights (only safetensors are loaded)")
 
 
-def resolve_model(p: ModelParams) -> str:
-    """Return what ``from_pretrained`` should load: a local directory or a hub id (checked reachable)."""
+def resolve_model(p: ModelParams, *, dry_run: bool = False) -> str:
+    """Return what ``from_pretrained`` should load: a local directory or a hub id (checked cached or
+    reachable). A GGUF file is converted once (:func:`convert_gguf`).
+
+    ``dry_run``: the same checks without torch, a conversion or a download (the check stage's), returning
+    the GGUF file that would be converted in place of the converted directory.
+    """
     if p.name.startswith("pkg:"):
         directory = _package_dir(p.name[4:])
         if not p.gguf_file:
             raise VigsmError("model.gguf_file: required with a pkg: model (e.g. SmolLM2-135M-Instruct.Q4_1.gguf)")
-        return str(convert_gguf(directory, p.gguf_file))
+        return _from_gguf(directory, p.gguf_file, dry_run)
     if names_local_path(p.name):
         local = Path(p.name).expanduser()
         if not local.is_dir():
             raise VigsmError(f"model.name: local path {local} does not exist")
         if p.gguf_file:
-            return str(convert_gguf(local, p.gguf_file))
+            return _from_gguf(local, p.gguf_file, dry_run)
         _check_local_weights(local)
         return str(local)
-    if p.name.count("/") != 1:
-        raise VigsmError(f"model.name: '{p.name}' is neither a local directory nor a hub id (owner/name)")
-    if cached_snapshot(p.name, p.revision) is None:
-        require_hub("model", p.name, p.revision)
+    require_repo("model.name", p.name, "model", p.revision, need_owner=True)
     return p.name
+
+
+def _from_gguf(directory: Path, gguf_file: str, dry_run: bool) -> str:
+    return str(_gguf_path(directory, gguf_file) if dry_run else convert_gguf(directory, gguf_file))
