@@ -41,6 +41,8 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "warmup_stable_decay")
 # A process count: an integer, or "auto" for every visible CUDA device (1 on a machine without one).
 Gpus = int | Literal["auto"]
+# true, false, or "auto": off where the run fits the free GPU memory with headroom (vigsm.memory)
+Switch = bool | Literal["auto"]
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
               "adafactor", "sgd", "adamw_bnb_8bit")
 
@@ -85,7 +87,7 @@ class LoraParams:
     bias: str = knob(choices=("none", "all", "lora_only"))
     use_rslora: bool = knob()
     target_modules: list[str] = knob(choices=PROJECTIONS)  # noqa: RUF009 - no default: every key is required
-    gradient_checkpointing: bool = knob()
+    gradient_checkpointing: Switch = knob()  # noqa: RUF009 - resolved per run by vigsm.memory.choose
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,8 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
             raise VigsmError(f"params: {key}: expected a non-empty list of {_type_name(item_tp)}, got {value!r}")
         return [_check_value(f"{key}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
-        # The one union in the schema: a number or a keyword (Gpus). The keyword is matched exactly; any
-        # other value must pass as the number, with its bounds.
+        # The unions in the schema: a number or a keyword (Gpus), a boolean or a keyword (Switch). The
+        # keyword is matched exactly; any other value must pass as the number or boolean, with its bounds.
         args = typing.get_args(tp)
         words = [w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
         numbers = [a for a in args if typing.get_origin(a) is not Literal]
@@ -188,8 +190,12 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict[str, Any]) -> Any:
             raise TypeError(f"unsupported union in the schema: {tp}")
         if value in words and isinstance(value, str):
             return value
+        allowed = " or ".join(repr(w) for w in words)
+        if numbers[0] is bool:
+            if not isinstance(value, bool):
+                raise VigsmError(f"params: {key}: expected true, false or {allowed}, got {value!r}")
+            return value
         if isinstance(value, bool) or not isinstance(value, numbers[0]):
-            allowed = " or ".join(repr(w) for w in words)
             raise VigsmError(f"params: {key}: expected an integer >= {meta.get('ge')} or {allowed}, got {value!r}")
         return _check_value(key, value, numbers[0], meta)
     if tp is bool:
