@@ -94,6 +94,10 @@ def test_estimate_grows_with_every_figure_it_takes():
     assert estimate_gb(shape(QWEN_3B), **{**base, "seq_len": 768}) > e
     assert estimate_gb(shape(QWEN_3B), **{**base, "rank": 64}) > e
     assert estimate_gb(shape(QWEN_3B), **{**base, "backend": "peft"}) > e
+    # the PEFT backend's tokens cost PEFT_FACTOR times unsloth's (its eager layers keep more)
+    per_row = {b: estimate_gb(shape(QWEN_3B), **{**base, "backend": b, "rows": 13})
+               - estimate_gb(shape(QWEN_3B), **{**base, "backend": b}) for b in ("unsloth", "peft")}
+    assert per_row["peft"] == pytest.approx(memory.PEFT_FACTOR * per_row["unsloth"]) and memory.PEFT_FACTOR > 1
     assert estimate_gb(shape(QWEN_3B), **{**base, "load_in_4bit": False}) > e + 4  # 3.1 B bf16 weights: 6.2 GB
     assert estimate_gb(shape(QWEN_3B), **{**base, "load_in_4bit": False, "dtype": "float32"}) > \
         estimate_gb(shape(QWEN_3B), **{**base, "load_in_4bit": False})
@@ -196,6 +200,8 @@ def test_most_cautious_agrees_on_the_process_that_needs_it():
     assert memory.most_cautious([off, on, less]) is on
     assert memory.most_cautious([off, less]) is less
     assert memory.most_cautious([off]) is off
+    unsized = memory.Choice(True, "auto: cannot size", None, None)  # kept on without figures
+    assert memory.most_cautious([off, unsized, less]) is unsized
 
 
 @pytest.mark.parametrize("value", [True, False, "auto"])
@@ -244,3 +250,17 @@ def test_train_records_what_auto_picked_on_the_cpu(tmp_path, tiny_model_dir):
     written = json.loads((tmp_path / "train.json").read_text())
     assert written["gradient_checkpointing"] is False and metrics["gradient_checkpointing"] is False
     assert "no CUDA" in written["gradient_checkpointing_reason"]
+
+
+@pytest.mark.slow
+def test_build_trainer_applies_the_choice_not_the_raw_value(tmp_path, tiny_model_dir):
+    """lora.gradient_checkpointing: auto with a choice of on (as on a 16 GB card): the trainer checkpoints."""
+    from vigsm.data import prepare
+    from vigsm.training import build_trainer
+
+    params = tiny_params(tiny_model_dir, lora={"gradient_checkpointing": "auto"})
+    s = {k: parse_section(k, params[k], SECTIONS[k]) for k in SECTIONS}
+    records, _ = prepare(s["data"], ROOT / "data" / "sample", SYSTEM_PROMPT)
+    trainer, _ = build_trainer(s["model"], s["lora"], s["train"], records["train"][:8], records["validation"][:4],
+                               tmp_path / "ckpt", ckpt=memory.Choice(True, "injected"))
+    assert trainer.args.gradient_checkpointing is True  # the Trainer turns it on in the model as train() starts
