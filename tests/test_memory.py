@@ -161,6 +161,34 @@ def test_choose_reads_the_config_and_the_free_memory(tmp_path, monkeypatch, cfg,
     assert c.metrics()["memory_estimate_gb"] == round(c.estimate_gb, 2)
 
 
+def test_choose_sizes_the_longest_row_only_where_max_seq_length_does_not_fit(tmp_path, monkeypatch):
+    import vigsm.device
+
+    monkeypatch.setattr(vigsm.device, "cuda_available", lambda: True)
+    src = str(_cfg_dir(tmp_path, QWEN_3B))
+    calls = []
+
+    def longest() -> int:
+        calls.append(1)
+        return 368 + 8  # the bundled sample's longest row and vigsm.training.ROW_MARGIN
+
+    picks = {}
+    for name, free in (("16GB", CARD_16GB), ("24GB", CARD_24GB), ("H200", H200)):
+        monkeypatch.setattr(memory, "free_gpu_gb", lambda free=free: free)
+        calls.clear()
+        picks[name] = memory.choose(*_sections(), backend="unsloth", source=src, longest=longest)
+        picks[name + " calls"] = len(calls)
+        print(f"[memory] 3B {name} with the sample's rows: {picks[name].reason}")
+    assert picks["H200"].tokens == 12 * 1536 and not picks["H200"].enabled and picks["H200 calls"] == 0
+    assert picks["24GB"].tokens == 12 * 384 and not picks["24GB"].enabled and picks["24GB calls"] == 1
+    assert picks["16GB"].tokens == 12 * 384 and picks["16GB"].enabled
+    assert "the longest row has 376 tokens" in picks["24GB"].reason
+    # a row longer than max_seq_length is truncated: sized at max_seq_length, not beyond
+    monkeypatch.setattr(memory, "free_gpu_gb", lambda: CARD_24GB)
+    c = memory.choose(*_sections(model={"max_seq_length": 512}), backend="unsloth", source=src, longest=lambda: 5000)
+    assert c.tokens == 12 * 512
+
+
 def test_choose_on_the_cpu_and_when_set(tmp_path, monkeypatch):
     import vigsm.device
 
@@ -264,3 +292,10 @@ def test_build_trainer_applies_the_choice_not_the_raw_value(tmp_path, tiny_model
     trainer, _ = build_trainer(s["model"], s["lora"], s["train"], records["train"][:8], records["validation"][:4],
                                tmp_path / "ckpt", ckpt=memory.Choice(True, "injected"))
     assert trainer.args.gradient_checkpointing is True  # the Trainer turns it on in the model as train() starts
+    # the length auto sizes where max_seq_length does not fit: the longest tokenized row, never below it
+    from vigsm.training import ROW_MARGIN, longest_row
+
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    estimate = longest_row(s["model"], str(tiny_model_dir), records["train"][:8])
+    print(f"[memory] longest row: trainer {max(lengths)} tokens, longest_row {estimate}")
+    assert max(lengths) <= estimate <= max(lengths) + ROW_MARGIN

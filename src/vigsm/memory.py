@@ -37,11 +37,13 @@ Calibration, against the measured peaks (``torch.cuda.max_memory_allocated``) in
 Headroom: checkpointing goes off only when ``HEADROOM x estimate + RESERVE_GB <= free``: 25% over the
 estimate for the caching allocator's reserved-but-unused blocks (free memory counts them as taken) and
 1 GB for what ``max_memory_allocated`` does not count (cuBLAS and Triton workspaces, CUDA-graph pools,
-NCCL buffers). What this gives for the shipped params.yaml (batch 12 x max_seq_length 1536 padded, as no
-length is known before the trainer tokenizes) is in ``tests/test_memory.py``: the 3B keeps checkpointing
-on a 16 GB and a 24 GB card (estimate 54.5 GB) and turns it off on an H200 (139 GiB free); with
-``model.max_seq_length: 384`` (above the data's longest row) a 24 GB card turns it off too (15.9 GB);
-SmolLM2-135M turns it off on all three (10.4 GB at 1536).
+NCCL buffers). The length first sized is ``model.max_seq_length`` (the longest a collated row can be);
+where that does not fit, the data's longest tokenized row (:func:`choose`). What this gives for the shipped
+params.yaml (batch 12, max_seq_length 1536) is in ``tests/test_memory.py``: the 3B at 12 x 1536 tokens
+(estimate 54.5 GB, 69.1 with headroom) turns checkpointing off on an H200 (139 GiB free) and does not fit
+a 16 or a 24 GB card; on rows as long as the bundled sample's (368 tokens, padded to 384: estimate 15.9 GB,
+20.8 with headroom) a 24 GB card turns it off and a 16 GB card keeps it. SmolLM2-135M turns it off on all
+three (10.4 GB at 1536).
 
 On a machine without CUDA ``auto`` means off: checkpointing exists to save accelerator memory; on the
 CPU the activations live in host memory (the offline run's SmolLM2 at batch 4 x 512 tokens needs well
@@ -51,7 +53,9 @@ recomputing every layer would only make the CPU run slower.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,8 +174,15 @@ def free_gpu_gb() -> float:
     return free / GB
 
 
-def choose(mp: ModelParams, lp: LoraParams, tp: TrainParams, *, backend: str, source: str) -> Choice:
-    """Resolve ``lora.gradient_checkpointing`` for this run (``tp`` holds this process's batch)."""
+def choose(mp: ModelParams, lp: LoraParams, tp: TrainParams, *, backend: str, source: str,
+           longest: Callable[[], int] | None = None) -> Choice:
+    """Resolve ``lora.gradient_checkpointing`` for this run (``tp`` holds this process's batch).
+
+    ``auto`` first sizes rows of ``model.max_seq_length`` (padded up to ``train.pad_to_multiple_of``), the
+    longest a collated batch can be. Where that does not fit and ``longest`` is given, it is called for
+    the tokenized length of the data's longest row, and the rule is applied again at that length (rounded
+    up likewise): only then, because tokenizing every row costs seconds that a fitting run need not spend.
+    """
     from vigsm.device import cuda_available
 
     if lp.gradient_checkpointing == "auto":
@@ -183,9 +194,18 @@ def choose(mp: ModelParams, lp: LoraParams, tp: TrainParams, *, backend: str, so
         shape = shape_from_config(getattr(config, "text_config", None) or config)
         if shape is None:
             return Choice(enabled=True, reason=f"auto: cannot size a {type(config).__name__}; kept on")
-        return decide(shape, load_in_4bit=mp.load_in_4bit, dtype=mp.dtype, rows=tp.per_device_train_batch_size,
-                      seq_len=padded_length(mp.max_seq_length, tp.pad_to_multiple_of), rank=lp.r,
-                      targets=lp.target_modules, backend=backend, free_gb=free_gpu_gb())
+        figures = dict(load_in_4bit=mp.load_in_4bit, dtype=mp.dtype, rows=tp.per_device_train_batch_size,
+                       rank=lp.r, targets=lp.target_modules, backend=backend, free_gb=free_gpu_gb())
+        full = padded_length(mp.max_seq_length, tp.pad_to_multiple_of)
+        choice = decide(shape, seq_len=full, **figures)
+        if choice.enabled and longest is not None:
+            rows_max = min(longest(), mp.max_seq_length)  # longer rows are truncated
+            seq_len = padded_length(rows_max, tp.pad_to_multiple_of)
+            if seq_len < full:
+                choice = decide(shape, seq_len=seq_len, **figures)
+                choice = dataclasses.replace(choice, reason=f"{choice.reason} (the longest row has {rows_max} "
+                                                            f"tokens; max_seq_length {mp.max_seq_length})")
+        return choice
     return Choice(enabled=bool(lp.gradient_checkpointing), reason="set in params.yaml")
 
 

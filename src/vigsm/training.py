@@ -209,11 +209,27 @@ def apply_unsloth_environment(tp: TrainParams) -> None:
         os.environ[key] = value
 
 
-def checkpointing(mp: ModelParams, lp: LoraParams, tp: TrainParams) -> Choice:
+# Tokens a row may have beyond its chat template's rendering once the trainer tokenizes it (an end-of-text
+# token appended by some TRL versions); the rounding to pad_to_multiple_of comes on top.
+ROW_MARGIN = 8
+
+
+def longest_row(mp: ModelParams, source: str, rows: list[dict]) -> int:
+    """Tokens in the longest of ``rows`` (prompt and completion under the chat template), plus ROW_MARGIN."""
+    tok = load_tokenizer(mp, source)
+    texts = [tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
+    return max(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]) + ROW_MARGIN
+
+
+def checkpointing(mp: ModelParams, lp: LoraParams, tp: TrainParams, rows: list[dict] | None = None) -> Choice:
     """Resolve ``lora.gradient_checkpointing`` (true, false or auto) for this run, the same for every
-    process: on if any process's GPU needs it (:func:`vigsm.memory.most_cautious`)."""
+    process: on if any process's GPU needs it (:func:`vigsm.memory.most_cautious`). ``rows``: the training
+    rows, tokenized only where rows of max_seq_length would not fit (:func:`vigsm.memory.choose`)."""
     check_device(mp)
-    return most_cautious(gather(choose(mp, lp, tp, backend=choose_backend(tp.backend), source=resolve_model(mp))))
+    source = resolve_model(mp)
+    longest = (lambda: longest_row(mp, source, rows)) if rows else None
+    return most_cautious(gather(choose(mp, lp, tp, backend=choose_backend(tp.backend), source=source,
+                                       longest=longest)))
 
 
 def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
@@ -317,7 +333,7 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     resume = from_main(lambda: resume_checkpoint(ckpt_dir, run_fp, world_size()))
     callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir and is_main() else None
     # Decided before the model loads (free memory is read then), and recorded with the figures it used.
-    ckpt = checkpointing(mp, lp, tp)
+    ckpt = checkpointing(mp, lp, tp, train_rows)
     trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks, ckpt=ckpt)
     coverage = label_coverage(trainer, train_rows)
     if coverage["prompt_tokens_labelled"] or coverage["completion_tokens_labelled"] != coverage["completion_tokens"]:
