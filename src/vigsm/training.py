@@ -21,10 +21,11 @@ from vigsm.attention import configure_attention
 from vigsm.config import LoraParams, ModelParams, TrainParams, as_dict
 from vigsm.device import cuda_available, peak_gpu_memory_gb
 from vigsm.digest import fingerprint
-from vigsm.distributed import barrier, from_main, is_main, rank, world_size
+from vigsm.distributed import barrier, from_main, gather, is_main, rank, world_size
 from vigsm.errors import VigsmError
 from vigsm.io import atomic_dir, read_jsonl, usual_permissions, write_json
 from vigsm.lengths import token_length_stats
+from vigsm.memory import Choice, choose, most_cautious
 from vigsm.modeling import (
     chat_prompt_ids,
     check_device,
@@ -91,11 +92,18 @@ def to_dataset(rows: list[dict]) -> Any:
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
-def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Path, *, backend: str) -> Any:
-    """SFTConfig from the params; every batch knob is set explicitly (unsloth reports its own otherwise)."""
+def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Path, *, backend: str,
+               gradient_checkpointing: bool | None = None) -> Any:
+    """SFTConfig from the params; every batch knob is set explicitly (unsloth reports its own otherwise).
+    ``gradient_checkpointing`` is the resolved choice (:func:`checkpointing`); None takes an explicit
+    true/false from ``lp`` (``auto`` must be resolved first)."""
     from trl import SFTConfig
 
     on_gpu = cuda_available()
+    if gradient_checkpointing is None:
+        if not isinstance(lp.gradient_checkpointing, bool):
+            raise ValueError("lora.gradient_checkpointing=auto: pass the resolved choice (vigsm.memory.choose)")
+        gradient_checkpointing = lp.gradient_checkpointing
     return SFTConfig(
         output_dir=str(output_dir),
         # TRL refuses max_length with padding-free batches unless it packs (it cannot truncate a flattened
@@ -129,7 +137,7 @@ def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Pat
         seed=tp.seed,
         data_seed=tp.seed,
         # unsloth applies its own gradient checkpointing through get_peft_model.
-        gradient_checkpointing=lp.gradient_checkpointing and backend != "unsloth",
+        gradient_checkpointing=gradient_checkpointing and backend != "unsloth",
         bf16=on_gpu and mp.dtype == "bfloat16",
         fp16=on_gpu and mp.dtype == "float16",
         report_to=[],  # DVCLive is attached by train() as a callback it configures itself
@@ -201,12 +209,38 @@ def apply_unsloth_environment(tp: TrainParams) -> None:
         os.environ[key] = value
 
 
+# Tokens a row may have beyond its chat template's rendering once the trainer tokenizes it (an end-of-text
+# token appended by some TRL versions); the rounding to pad_to_multiple_of comes on top.
+ROW_MARGIN = 8
+
+
+def longest_row(mp: ModelParams, source: str, rows: list[dict]) -> int:
+    """Tokens in the longest of ``rows`` (prompt and completion under the chat template), plus ROW_MARGIN."""
+    tok = load_tokenizer(mp, source)
+    texts = [tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
+    return max(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]) + ROW_MARGIN
+
+
+def checkpointing(mp: ModelParams, lp: LoraParams, tp: TrainParams, rows: list[dict] | None = None) -> Choice:
+    """Resolve ``lora.gradient_checkpointing`` (true, false or auto) for this run, the same for every
+    process: on if any process's GPU needs it (:func:`vigsm.memory.most_cautious`). ``rows``: the training
+    rows, tokenized only where rows of max_seq_length would not fit (:func:`vigsm.memory.choose`)."""
+    check_device(mp)
+    source = resolve_model(mp)
+    longest = (lambda: longest_row(mp, source, rows)) if rows else None
+    return most_cautious(gather(choose(mp, lp, tp, backend=choose_backend(tp.backend), source=source,
+                                       longest=longest)))
+
+
 def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
-                  eval_rows: list[dict], ckpt_dir: Path, *, callbacks: list[Any] | None = None) -> tuple[Any, str]:
-    """Load the base model for the chosen backend and return (SFTTrainer, backend)."""
+                  eval_rows: list[dict], ckpt_dir: Path, *, callbacks: list[Any] | None = None,
+                  ckpt: Choice | None = None) -> tuple[Any, str]:
+    """Load the base model for the chosen backend and return (SFTTrainer, backend). ``ckpt`` is the
+    gradient-checkpointing choice; None resolves it here (:func:`checkpointing`)."""
     check_device(mp)
     backend = choose_backend(tp.backend)
     source = resolve_model(mp)
+    ckpt = ckpt or checkpointing(mp, lp, tp)
     from transformers import set_seed
 
     set_seed(tp.seed)  # LoRA weights are initialised before the Trainer seeds anything
@@ -218,21 +252,21 @@ def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: 
         model = FastLanguageModel.get_peft_model(
             model, r=lp.r, target_modules=list(lp.target_modules), lora_alpha=lp.alpha,
             lora_dropout=lp.dropout, bias=lp.bias, use_rslora=lp.use_rslora, random_state=tp.seed,
-            use_gradient_checkpointing="unsloth" if lp.gradient_checkpointing else False)
+            use_gradient_checkpointing="unsloth" if ckpt.enabled else False)
         tokenizer = load_tokenizer(mp, source)  # same files; our pad-token rule applies
         peft_config = None
     else:
         model = load_model(mp, source)
         tokenizer = load_tokenizer(mp, source)
         peft_config = lora_config(lp)
-        model = prepare_kbit_base(model, mp, gradient_checkpointing=lp.gradient_checkpointing)
+        model = prepare_kbit_base(model, mp, gradient_checkpointing=ckpt.enabled)
     precision = "4-bit NF4 base" if mp.load_in_4bit else f"{mp.dtype} base, full precision (no quantisation)"
     device = "cuda" if cuda_available() else "cpu"
     print(f"[vigsm] backend={backend} device={device} precision={precision} attention={configure_attention()} "
-          f"gradient_checkpointing={lp.gradient_checkpointing} padding_free={tp.padding_free}", flush=True)
+          f"gradient_checkpointing={ckpt.enabled} ({ckpt.reason}) padding_free={tp.padding_free}", flush=True)
     from trl import SFTTrainer
 
-    args = sft_config(tp, lp, mp, ckpt_dir, backend=backend)
+    args = sft_config(tp, lp, mp, ckpt_dir, backend=backend, gradient_checkpointing=ckpt.enabled)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(train_rows),
                          eval_dataset=to_dataset(eval_rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
@@ -298,7 +332,9 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     # Several processes: the main one cleans the checkpoint directory; all resume from what it found.
     resume = from_main(lambda: resume_checkpoint(ckpt_dir, run_fp, world_size()))
     callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir and is_main() else None
-    trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks)
+    # Decided before the model loads (free memory is read then), and recorded with the figures it used.
+    ckpt = checkpointing(mp, lp, tp, train_rows)
+    trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks, ckpt=ckpt)
     coverage = label_coverage(trainer, train_rows)
     if coverage["prompt_tokens_labelled"] or coverage["completion_tokens_labelled"] != coverage["completion_tokens"]:
         raise VigsmError(f"loss mask is wrong: {coverage['prompt_tokens_labelled']} prompt tokens carry labels "
@@ -339,6 +375,7 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "backend": backend,
         "processes": world_size(),
         "rows_per_step": tp.per_device_train_batch_size * tp.gradient_accumulation_steps * world_size(),
+        **ckpt.metrics(),
         "device": "cuda" if cuda_available() else "cpu",
         "train_wall_seconds": wall,
         "train_tokens_this_run": round(tokens_this_run),
