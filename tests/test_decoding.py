@@ -64,7 +64,7 @@ def _static(model, tok, ids):
     return out[:, enc["input_ids"].shape[1]:].tolist()
 
 
-def _slots(model, tok, ids, slots, **kw):
+def _slots(model, tok, ids, slots, static=False, **kw):
     from vigsm.decoding import Decoding, decode
 
     got, order = {}, []
@@ -74,7 +74,7 @@ def _slots(model, tok, ids, slots, **kw):
         order.append(i)
 
     stats = decode(model, tok, ids, Decoding(max_new_tokens=MAX_NEW, **kw), slots=slots, on_finish=finish,
-                   seeds=[1000 + i for i in range(len(ids))])
+                   seeds=[1000 + i for i in range(len(ids))], static=static)
     return [got[i][0] for i in range(len(ids))], stats, order
 
 
@@ -125,6 +125,13 @@ def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir,
         if slots < len(ids):
             assert stats.prefills > 1  # free slots were refilled
             assert stats.forward_steps > MAX_NEW
+        # The static decoder (a preallocated cache; CUDA graphs on a GPU): the same texts, chunks of `slots`
+        # prefilled once each, finished rows computed until the batch halves (row_steps counts them).
+        tokens, stats, _ = _slots(model, tok, ids, slots, static=True)
+        assert tok.batch_decode(tokens, skip_special_tokens=True) == ref, ("static", slots)
+        assert [len(t) for t in tokens] == lengths
+        assert stats.new_tokens == sum(lengths) and stats.prefills == -(-len(ids) // slots)
+        assert sum(lengths) <= stats.row_steps < 2 * sum(lengths) + len(ids)
     if variant == "adapter":
         base, _ = load_with_adapter(_model_params(varied_model_dir / "base"), None)
         base.generation_config.eos_token_id = model.generation_config.eos_token_id

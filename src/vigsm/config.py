@@ -131,6 +131,7 @@ class GenerateParams:
     seed: int = knob(ge=0)
     stop_at_answer: bool = knob()  # end a row once its "### <number>" line is complete (vigsm.stopping)
     stop_loops: bool = knob()  # end a row whose last tokens repeat one short cycle (vigsm.stopping)
+    cuda_graphs: bool = knob()  # on a GPU: a preallocated cache, each step a CUDA graph (vigsm.decoding)
     gpus: Gpus = knob(ge=1)  # noqa: RUF009 - processes, each decoding a shard (vigsm.distributed)
 
 

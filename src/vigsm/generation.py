@@ -144,6 +144,7 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
     mode = "a" if done else "w"
     stats = DecodeStats()
     dec = decoding_of(gp)
+    static = gp.cuda_graphs and getattr(model.device, "type", "cpu") == "cuda"  # the CPU keeps the slot decoder
     with open(partial, mode, encoding="utf-8") as fh:
         if not done:
             fh.write(json.dumps({"fingerprint": fp}) + "\n")
@@ -166,7 +167,7 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
 
             try:
                 decode(model, tok, [ids[r["id"]] for r in left], dec, slots=size, on_finish=finish,
-                       seeds=[question_seed(gp, r["id"]) for r in left], stats=stats)
+                       seeds=[question_seed(gp, r["id"]) for r in left], stats=stats, static=static)
             except Exception as exc:
                 if not is_out_of_memory(exc) or size == 1:
                     raise
