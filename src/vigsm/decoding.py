@@ -435,8 +435,6 @@ class _StaticBatch:
 
     def step(self, chosen: Any) -> Any:
         """Feed ``chosen`` (one token per row) at the next column; return the next logits (float32)."""
-        import torch
-
         c = self.column_at
         if c >= self.length:
             raise RuntimeError("static decoding ran past its cache")  # a bug: length covers max_new_tokens
@@ -476,7 +474,7 @@ class _StaticBatch:
             with torch.cuda.graph(graph):
                 logits = self._forward(width)
             return graph, logits
-        except Exception as exc:  # a model whose step cannot be captured still decodes, eagerly
+        except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still decodes, eagerly
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"[vigsm] CUDA graph capture failed ({type(exc).__name__}: {first[:200]}); decoding eagerly",
                   flush=True)
