@@ -10,7 +10,7 @@ random stream seeded by each question's id, so a resumed run samples alike. The 
 atomically, in the test split's order, once every question is answered.
 
 The static path (one left-padded ``model.generate`` batch), which the GPU tier tests and the benchmarks
-compare against, lives beside them in ``benchmarks/static_generation.py``.
+compare against, lives in ``tests/support/static_generation.py``.
 """
 
 from __future__ import annotations
@@ -99,14 +99,6 @@ def _release_cuda_cache() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def sort_by_length(rows: list[dict], tok: Any) -> list[dict]:
-    """Rows ordered by prompt length (ties by id), so each left-padded batch holds similar lengths."""
-
-    from vigsm.modeling import chat_prompt_ids
-
-    return sorted(rows, key=lambda r: (len(chat_prompt_ids(tok, r["prompt"])), r["id"]))
 
 
 def question_seed(gp: GenerateParams, question_id: str) -> int:
