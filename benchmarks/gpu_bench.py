@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # static_generation
+
 QWEN25_3B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
                  num_attention_heads=16, num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1e6,
                  max_position_embeddings=32768, rms_norm_eps=1e-6)
@@ -220,9 +222,8 @@ def bench_generate(args) -> dict:
     import dataclasses
 
     import torch
-    from static_generation import generate_batch
+    from static_generation import generate_batch, sort_by_length
 
-    from vigsm.generation import sort_by_length
     from vigsm.io import read_jsonl
     from vigsm.modeling import load_with_adapter
 

@@ -19,10 +19,13 @@ import argparse
 import contextlib
 import dataclasses
 import gc
+import sys
 from pathlib import Path
 
 from vigsm.config import load_section
 from vigsm.io import read_jsonl, write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # static_generation, as_trained
 
 
 def autocast(model, on: bool):

@@ -38,6 +38,11 @@
 #                                           .bench-tok.tar.xz; assemble with benchmarks/x2_results.py
 #   bash benchmarks/run_device.sh notebook768  the notebook's decoding at its 768 new tokens on the 3B model
 #                                           ($RUNS runs, default 2; carry .whl .bench-tok.tar.xz)
+#   bash benchmarks/run_device.sh decode    issue 21's decoding and loading (benchmarks/decode_bench.py), one call,
+#                                           no wheels: carry a folder holding this tree and SmolLM2's tokenizer
+#                                           files in .tok/; the ragged rounds (eager slots, static graphs, static
+#                                           batch), profiles, text equality, the 3B cap rounds, the loading phases;
+#                                           assemble with benchmarks/decode_results.py
 #   bash benchmarks/run_device.sh rows      issue 12's rows with fewer than 3 runs, as one chain like `pipeline`
 #                                           (watched the same way): the 3B generate stage (separate adapter)
 #                                           and the notebook's decoding, 3 rounds interleaved; then SmolLM2's
@@ -74,6 +79,20 @@ pack() {  # the JSONs stay beside the archive only while they fit in the 8 files
 }
 [[ -n $CHAIN ]] || trap pack EXIT
 trap 'exit 143' TERM
+# decode: the image's own torch and transformers are enough (no 4-bit, no unsloth): no wheels to install
+if [[ $what == decode ]]; then
+  export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  b=benchmarks/decode_bench.py
+  python3 $b build --tokenizer .tok --work /tmp/db > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
+  timeout "${RAGGED_S:-290}" python3 $b ragged --work /tmp/db --out "$OUT/h200-decode-ragged.json" --eager-budget "${EAGER_S:-170}" \
+    > "$OUT/ragged.log" 2>&1; grep -v "round\|Warning\|warn" "$OUT/ragged.log" | tail -n 8
+  timeout "${CAP_S:-160}" python3 $b cap3b --tokenizer .tok --out "$OUT/h200-decode-cap3b.json" > "$OUT/cap3b.log" 2>&1
+  tail -n 3 "$OUT/cap3b.log"
+  for i in 1 2 3; do timeout 60 python3 $b load --work /tmp/db --out "$OUT/h200-decode-load-$i.json" > "$OUT/load-$i.log" 2>&1; done
+  python3 $b table "$OUT"/*.json
+  exit 0
+fi
 # Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
 if [[ $what == stash ]]; then mkdir -p /tmp/gguf-parts && cp .gguf-a /tmp/gguf-parts/ && ls -la /tmp/gguf-parts; exit; fi
 [[ -f .site/.ok || ! -f /tmp/site/.ok ]] || cp -a /tmp/site .site

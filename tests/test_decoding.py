@@ -64,7 +64,7 @@ def _static(model, tok, ids):
     return out[:, enc["input_ids"].shape[1]:].tolist()
 
 
-def _slots(model, tok, ids, slots, **kw):
+def _slots(model, tok, ids, slots, static=False, **kw):
     from vigsm.decoding import Decoding, decode
 
     got, order = {}, []
@@ -74,7 +74,7 @@ def _slots(model, tok, ids, slots, **kw):
         order.append(i)
 
     stats = decode(model, tok, ids, Decoding(max_new_tokens=MAX_NEW, **kw), slots=slots, on_finish=finish,
-                   seeds=[1000 + i for i in range(len(ids))])
+                   seeds=[1000 + i for i in range(len(ids))], static=static)
     return [got[i][0] for i in range(len(ids))], stats, order
 
 
@@ -125,6 +125,13 @@ def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir,
         if slots < len(ids):
             assert stats.prefills > 1  # free slots were refilled
             assert stats.forward_steps > MAX_NEW
+        # The static decoder (a preallocated cache; CUDA graphs on a GPU): the same texts, chunks of `slots`
+        # prefilled once each, finished rows computed until the batch halves (row_steps counts them).
+        tokens, stats, _ = _slots(model, tok, ids, slots, static=True)
+        assert tok.batch_decode(tokens, skip_special_tokens=True) == ref, ("static", slots)
+        assert [len(t) for t in tokens] == lengths
+        assert stats.new_tokens == sum(lengths) and stats.prefills == -(-len(ids) // slots)
+        assert sum(lengths) <= stats.row_steps < 2 * sum(lengths) + len(ids)
     if variant == "adapter":
         base, _ = load_with_adapter(_model_params(varied_model_dir / "base"), None)
         base.generation_config.eos_token_id = model.generation_config.eos_token_id
@@ -314,3 +321,39 @@ def test_ask_streams_the_generate_paths_greedy_text(varied_model_dir, monkeypatc
     ids = chat_prompt_ids(tok, [{"role": "system", "content": SYSTEM_PROMPT},
                                 {"role": "user", "content": "5 + 7 = ?"}])
     assert text == tok.decode(_static(model, tok, [ids])[0], skip_special_tokens=True)
+
+
+def test_ragged_schedule_has_users_shape():
+    """Half the answers end within 50 tokens, a tenth run past 400, 6% run to the cap; the same seed gives
+    the same schedule."""
+    from ragged import ragged_lengths
+
+    lengths = ragged_lengths(1319, 768, seed=0)
+    assert len(lengths) == 1319 and lengths == ragged_lengths(1319, 768, seed=0)
+    assert sum(x <= 50 for x in lengths) == 660 and min(lengths) >= 8
+    assert sum(x > 400 for x in lengths) == 132 and sum(x == 769 for x in lengths) == 79
+    assert max(x for x in lengths if x <= 768) < 768  # only the cap rows reach the cap
+    assert lengths != sorted(lengths)  # shuffled: length does not follow the prompt order
+    with pytest.raises(ValueError):
+        ragged_lengths(10, 400)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_forced_lengths_give_each_row_its_length(varied_model_dir, static):
+    """ForcedLengths makes each prompt's answer exactly its scheduled length under both decoders, with the
+    stop rules on and never firing (no newline, no marker, no repeat)."""
+    from ragged import ForcedLengths
+
+    from vigsm.decoding import Decoding, decode
+    from vigsm.modeling import load_with_adapter
+
+    model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), None)
+    ids = _prompt_ids(tok)
+    lengths = [1, 5, 30, 41, 12, 2, 60]  # 41 and 60 pass the cap of 40
+    forced = ForcedLengths(model, tok, ids, lengths, 40)
+    got = {}
+    decode(forced, tok, ids, Decoding(max_new_tokens=40, stop_at_answer=True, stop_loops=True), slots=3,
+           static=static, on_finish=lambda i, t, r: got.__setitem__(i, (t, r)))
+    assert [len(got[i][0]) for i in range(len(ids))] == [min(n, 40) for n in lengths]
+    assert [got[i][1] for i in range(len(ids))] == ["eos" if n <= 40 else "max_new_tokens" for n in lengths]
+    assert all(len(set(got[i][0])) == len(got[i][0]) for i in got)  # no token repeats in a row

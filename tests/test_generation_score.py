@@ -26,7 +26,9 @@ def tiny(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.slow
 def test_generation_resumes_identically(tiny, tmp_path):
-    from vigsm.generation import fingerprint, read_partial, run_generation, sort_by_length
+    from static_generation import sort_by_length
+
+    from vigsm.generation import fingerprint, read_partial, run_generation
     from vigsm.modeling import load_with_adapter
 
     s, records = tiny

@@ -41,6 +41,9 @@ def gqa_decode_attention(module: Any, query: Any, key: Any, value: Any, attentio
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if attention_mask is not None and attention_mask.shape[-1] < key.shape[-2]:
+        # a preallocated cache (vigsm.decoding's static decoding): only the columns the mask covers are read
+        key, value = key[:, :, : attention_mask.shape[-1]], value[:, :, : attention_mask.shape[-1]]
     groups = getattr(module, "num_key_value_groups", 1)
     if query.shape[2] != 1 or groups == 1 or dropout or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

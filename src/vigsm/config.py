@@ -134,6 +134,7 @@ class GenerateParams:
     seed: int = Field(ge=0)
     stop_at_answer: bool  # end a row once its "### <number>" line is complete (vigsm.stopping)
     stop_loops: bool  # end a row whose last tokens repeat one short cycle (vigsm.stopping)
+    cuda_graphs: bool  # on a GPU: a preallocated cache, each step a CUDA graph (vigsm.decoding)
     gpus: Gpus  # processes, each decoding a shard (vigsm.distributed)
 
 

@@ -40,10 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vigsm.notation import MARKER_CHARS
-from vigsm.stopping import continue_cycle, loop_period
+from vigsm.stopping import answer_end, continue_cycle, loop_period
 
 REFILL_SHARE = 4  # refill once slots // REFILL_SHARE (at least one) are free: one prefill per several rows
 LOOP_CHECK_EVERY = 16  # tokens between loop checks of a row (pure Python, so not at every step)
+COLUMN_BUCKET = 128  # static decoding: attention reads the cache up to the next multiple (one graph each)
+SHRINK_AT = 2  # static decoding: the rows move to a smaller cache once at most 1/SHRINK_AT of it is alive
 
 
 @dataclass(frozen=True)
@@ -248,19 +250,59 @@ class _Row:
     marker_seen: bool = False
 
 
+@dataclass(frozen=True)
+class _Rules:
+    """What the stop rules need besides the decoding: the tokenizer, end-of-turn ids and token classes."""
+
+    tok: Any
+    eos: set[int]
+    newline_ids: frozenset[int]
+    marker_ids: frozenset[int]
+
+
+def _advance(row: _Row, t: int, dec: Decoding, rules: _Rules, stats: DecodeStats,
+             on_token: Callable[[int, int], None] | None) -> str | None:
+    """Append token ``t`` to ``row``; return why the row ends now (counted in ``stats``), or None."""
+    row.tokens.append(t)
+    stats.new_tokens += 1
+    if on_token is not None:
+        on_token(row.index, t)
+    reason = None
+    if t in rules.eos:
+        reason = "eos"
+    elif len(row.tokens) >= dec.max_new_tokens:
+        reason = "max_new_tokens"
+    elif dec.stop_at_answer:
+        row.marker_seen = row.marker_seen or t in rules.marker_ids
+        if row.marker_seen and t in rules.newline_ids and \
+                answer_end(rules.tok.decode(row.tokens, skip_special_tokens=True)) is not None:
+            reason = "answer"
+    if reason is None and dec.stop_loops and len(row.tokens) % LOOP_CHECK_EVERY == 0:
+        period = loop_period(row.tokens)
+        if period is not None:
+            stats.cycle_tokens += dec.max_new_tokens - len(row.tokens)
+            row.tokens = continue_cycle(row.tokens, period, dec.max_new_tokens)
+            reason = "loop"
+    if reason is not None:
+        stats.stopped[reason] += 1
+    return reason
+
+
 def decode(model: Any, tok: Any, prompts: list[list[int]], dec: Decoding, *, slots: int,
            on_finish: Callable[[int, list[int], str], None], seeds: list[int] | None = None,
-           stats: DecodeStats | None = None, on_token: Callable[[int, int], None] | None = None) -> DecodeStats:
+           stats: DecodeStats | None = None, on_token: Callable[[int, int], None] | None = None,
+           static: bool = False) -> DecodeStats:
     """Decode every prompt (token ids, chat template applied) with at most ``slots`` rows at a time.
 
     ``on_finish(i, tokens, reason)`` is called as soon as prompt ``i`` ends, with its new token ids (the
     end-of-turn token included where there is one) and the reason: ``eos``, ``max_new_tokens``, ``answer``
     or ``loop`` (:mod:`vigsm.stopping`). ``on_token(i, token)`` sees every computed token as it comes.
     Prompts are taken in the given order. ``seeds`` (one per prompt) drive sampling; greedy ignores them.
+
+    ``static`` decodes with :func:`_decode_static` instead (a preallocated cache, each step replayed as a CUDA
+    graph on a GPU): the same tokens and stop rules, a different schedule (no refills; see there).
     """
     import torch
-
-    from vigsm.stopping import answer_end
 
     stats = stats if stats is not None else DecodeStats()
     seeds = seeds if seeds is not None else [0] * len(prompts)
@@ -269,6 +311,11 @@ def decode(model: Any, tok: Any, prompts: list[list[int]], dec: Decoding, *, slo
     procs = _processors(model, dec)
     keep_ids = len(procs) > 0
     newline_ids, marker_ids = _token_classes(tok) if dec.stop_at_answer else (frozenset(), frozenset())
+    rules = _Rules(tok, eos, newline_ids, marker_ids)
+    if static:
+        _decode_static(model, prompts, dec, rules, slots=slots, on_finish=on_finish, seeds=seeds, stats=stats,
+                       on_token=on_token, pad_id=pad_id, procs=procs)
+        return stats
     waiting = deque(range(len(prompts)))
     rows: list[_Row] = []
     batch = _Batch(keep_ids)
@@ -297,30 +344,10 @@ def decode(model: Any, tok: Any, prompts: list[list[int]], dec: Decoding, *, slo
                 chosen = logits.argmax(-1)
             keep, finished = [], []
             for j, (row, t) in enumerate(zip(rows, chosen.tolist(), strict=True)):
-                row.tokens.append(t)
-                stats.new_tokens += 1
-                if on_token is not None:
-                    on_token(row.index, t)
-                reason = None
-                if t in eos:
-                    reason = "eos"
-                elif len(row.tokens) >= dec.max_new_tokens:
-                    reason = "max_new_tokens"
-                elif dec.stop_at_answer:
-                    row.marker_seen = row.marker_seen or t in marker_ids
-                    if row.marker_seen and t in newline_ids and \
-                            answer_end(tok.decode(row.tokens, skip_special_tokens=True)) is not None:
-                        reason = "answer"
-                if reason is None and dec.stop_loops and len(row.tokens) % LOOP_CHECK_EVERY == 0:
-                    period = loop_period(row.tokens)
-                    if period is not None:
-                        stats.cycle_tokens += dec.max_new_tokens - len(row.tokens)
-                        row.tokens = continue_cycle(row.tokens, period, dec.max_new_tokens)
-                        reason = "loop"
+                reason = _advance(row, t, dec, rules, stats, on_token)
                 if reason is None:
                     keep.append(j)
                 else:
-                    stats.stopped[reason] += 1
                     finished.append((row, reason))
             for row, reason in finished:
                 on_finish(row.index, row.tokens, reason)
@@ -339,3 +366,185 @@ def decode(model: Any, tok: Any, prompts: list[list[int]], dec: Decoding, *, slo
             batch.pos = batch.pos + 1
             logits = out.logits[:, -1, :].float()
     return stats
+
+
+class _ColumnCache:
+    """A preallocated KV cache for one-token steps: per layer, keys and values of ``[rows, heads, length,
+    head_dim]``, and every row writes its next key and value at one shared column (``column``, a 1-element
+    tensor set before each step). A step's shapes and addresses then never change, so it can be replayed as
+    a CUDA graph. Only the models' ``past_key_values.update`` is implemented: the steps pass their own 4-D
+    mask, so transformers asks the cache nothing else."""
+
+    def __init__(self, keys: list[Any], values: list[Any], column: Any) -> None:
+        self.keys, self.values, self.column = keys, values, column
+
+    def update(self, key: Any, value: Any, layer_idx: int, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        k.index_copy_(2, self.column, key)
+        v.index_copy_(2, self.column, value)
+        return k, v
+
+
+class _StaticBatch:
+    """The running rows of :func:`_decode_static`: the column cache, a boolean mask ``[rows, 1, 1, length]``,
+    the next positions and input ids (static buffers), and the captured step graphs, one per mask width."""
+
+    def __init__(self, model: Any, batch: _Batch, length: int) -> None:
+        import torch
+
+        first = batch.cache.layers[0].keys
+        rows, width = batch.mask.shape
+        self.model, self.length, self.column_at = model, length, width
+        self.keys, self.values = [], []
+        for layer in batch.cache.layers:
+            for src, dst in ((layer.keys, self.keys), (layer.values, self.values)):
+                buf = src.new_zeros(rows, src.shape[1], length, src.shape[3])
+                buf[:, :, :width] = src
+                dst.append(buf)
+        self.column = torch.zeros(1, dtype=torch.long, device=first.device)
+        self.cache = _ColumnCache(self.keys, self.values, self.column)
+        self.mask = torch.zeros(rows, 1, 1, length, dtype=torch.bool, device=first.device)
+        self.mask[:, 0, 0, :width] = batch.mask.bool()
+        self.pos = batch.pos[:, None].clone()
+        self.ids = torch.zeros(rows, 1, dtype=torch.long, device=first.device)
+        # The decode attention (vigsm.attention) reads only the columns the mask covers; any other
+        # attention reads the whole cache, so the mask must be as wide.
+        from vigsm.attention import DECODE_ATTENTION
+
+        self.bucketed = getattr(model.config, "_attn_implementation", None) == DECODE_ATTENTION
+        self.graphs: dict[int, tuple[Any, Any]] = {}
+        self.use_graphs = first.device.type == "cuda"
+        self.warm = False
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[0])
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows ``keep`` (in this order), in new, smaller buffers (new graphs follow)."""
+        import torch
+
+        index = torch.tensor(keep, device=self.mask.device)
+        for bufs in (self.keys, self.values):
+            bufs[:] = [b.index_select(0, index) for b in bufs]
+        self.mask, self.pos, self.ids = self.mask[index], self.pos[index], self.ids[index]
+        self.graphs.clear()
+
+    def _forward(self, width: int) -> Any:
+        out = self.model(input_ids=self.ids, attention_mask=self.mask[:, :, :, :width], position_ids=self.pos,
+                         past_key_values=self.cache, use_cache=True)
+        return out.logits
+
+    def step(self, chosen: Any) -> Any:
+        """Feed ``chosen`` (one token per row) at the next column; return the next logits (float32)."""
+        c = self.column_at
+        if c >= self.length:
+            raise RuntimeError("static decoding ran past its cache")  # a bug: length covers max_new_tokens
+        self.ids.copy_(chosen[:, None])
+        self.mask[:, :, :, c] = True
+        self.column.fill_(c)
+        width = min(self.length, -(-(c + 1) // COLUMN_BUCKET) * COLUMN_BUCKET) if self.bucketed else self.length
+        if not self.use_graphs:
+            logits = self._forward(width)
+        else:
+            if width not in self.graphs:
+                self.graphs[width] = self._capture(width)
+            graph, logits = self.graphs[width]
+            if graph is None:
+                logits = self._forward(width)
+            else:
+                graph.replay()
+        self.column_at += 1
+        self.pos.add_(1)
+        return logits[:, -1, :].float()
+
+    def _capture(self, width: int) -> tuple[Any, Any]:
+        """A CUDA graph of one step at this mask width, with its output logits. The warm-up runs (the first
+        capture only) write the same key and value at the same column as the replay that follows."""
+        import torch
+
+        try:
+            if not self.warm:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        self._forward(width)
+                torch.cuda.current_stream().wait_stream(side)
+                self.warm = True
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = self._forward(width)
+            return graph, logits
+        except Exception as exc:  # noqa: BLE001 - a step that cannot be captured still decodes, eagerly
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"[vigsm] CUDA graph capture failed ({type(exc).__name__}: {first[:200]}); decoding eagerly",
+                  flush=True)
+            self.use_graphs = False
+            return None, None
+
+
+def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _Rules, *, slots: int,
+                   on_finish: Callable[[int, list[int], str], None], seeds: list[int], stats: DecodeStats,
+                   on_token: Callable[[int, int], None] | None, pad_id: int, procs: Any) -> None:
+    """:func:`decode` over a preallocated cache, each step replayed as a CUDA graph where the model is on a GPU.
+
+    The prompts are taken in chunks of ``slots``; each chunk is prefilled at once and decoded until its last
+    row ends (no refills: the cache's columns are fixed, prompt width plus ``max_new_tokens``). A finished row
+    stays in the batch (its tokens are computed and dropped) until at most ``1/SHRINK_AT`` of the rows are
+    alive; then the live rows move to a smaller cache (and new graphs). The mask covers the written columns
+    rounded up to ``COLUMN_BUCKET``, so attention reads no more than that. ``row_steps`` counts every row
+    computed, finished ones included, so ``waste`` shows their share. Each row's tokens and stop rules are
+    :func:`decode`'s; only the batch a row shares (and so the floating-point rounding) differs.
+    """
+    import torch
+
+    keep_ids = len(procs) > 0
+    with torch.inference_mode():
+        for start in range(0, len(prompts), slots):
+            take = list(range(start, min(start + slots, len(prompts))))
+            batch, logits = _prefill(model, [prompts[i] for i in take], pad_id, keep_ids)
+            stats.prefills += 1
+            ids = batch.ids
+            state = _StaticBatch(model, batch, batch.mask.shape[1] + dec.max_new_tokens)
+            del batch
+            rows: list[_Row | None] = [_Row(i, seeds[i]) for i in take]
+            live = len(rows)
+            while True:
+                stats.forward_steps += 1
+                stats.row_steps += len(rows)
+                if keep_ids:
+                    logits = procs(ids, logits)
+                if dec.do_sample:
+                    seed_t = torch.tensor([r.seed if r else 0 for r in rows], device=logits.device,
+                                          dtype=torch.int64)
+                    step_t = torch.tensor([len(r.tokens) if r else 0 for r in rows], device=logits.device,
+                                          dtype=torch.int64)
+                    gumbel = -torch.log(-torch.log(row_uniforms(seed_t, step_t, logits.shape[-1])))
+                    chosen = (logits.double() + gumbel).argmax(-1)
+                else:
+                    chosen = logits.argmax(-1)
+                finished = []
+                for j, t in enumerate(chosen.tolist()):
+                    row = rows[j]
+                    if row is None:
+                        continue
+                    reason = _advance(row, t, dec, rules, stats, on_token)
+                    if reason is not None:
+                        finished.append((row, reason))
+                        rows[j] = None
+                live -= len(finished)
+                for row, reason in finished:
+                    on_finish(row.index, row.tokens, reason)
+                if not live:
+                    break
+                if live * SHRINK_AT <= len(rows):
+                    keep = [j for j, r in enumerate(rows) if r is not None]
+                    state.select(keep)
+                    rows = [rows[j] for j in keep]
+                    index = torch.tensor(keep, device=chosen.device)
+                    chosen = chosen[index]
+                    ids = ids[index] if keep_ids else ids
+                if keep_ids:
+                    ids = torch.cat([ids, chosen[:, None]], dim=1)
+                logits = state.step(chosen)
+            del state

@@ -10,7 +10,7 @@ random stream seeded by each question's id, so a resumed run samples alike. The 
 atomically, in the test split's order, once every question is answered.
 
 The static path (one left-padded ``model.generate`` batch), which the GPU tier tests and the benchmarks
-compare against, lives beside them in ``benchmarks/static_generation.py``.
+compare against, lives in ``tests/support/static_generation.py``.
 """
 
 from __future__ import annotations
@@ -97,14 +97,6 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def sort_by_length(rows: list[dict], tok: Any) -> list[dict]:
-    """Rows ordered by prompt length (ties by id), so each left-padded batch holds similar lengths."""
-
-    from vigsm.modeling import chat_prompt_ids
-
-    return sorted(rows, key=lambda r: (len(chat_prompt_ids(tok, r["prompt"])), r["id"]))
-
-
 def question_seed(gp: GenerateParams, question_id: str) -> int:
     """The sampling seed of one question: ``generate.seed`` plus a hash of its id (never its position)."""
     return gp.seed + int(sha256_hex(question_id)[:8], 16)
@@ -140,6 +132,7 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
     mode = "a" if done else "w"
     stats = DecodeStats()
     dec = decoding_of(gp)
+    static = gp.cuda_graphs and getattr(model.device, "type", "cpu") == "cuda"  # the CPU keeps the slot decoder
     with open(partial, mode, encoding="utf-8") as fh:
         if not done:
             fh.write(json.dumps({"fingerprint": fp}) + "\n")
@@ -162,7 +155,7 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
 
             try:
                 decode(model, tok, [ids[r["id"]] for r in left], dec, slots=size, on_finish=finish,
-                       seeds=[question_seed(gp, r["id"]) for r in left], stats=stats)
+                       seeds=[question_seed(gp, r["id"]) for r in left], stats=stats, static=static)
             except Exception as exc:
                 if not is_out_of_memory(exc) or size == 1:
                     raise

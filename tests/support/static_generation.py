@@ -1,7 +1,8 @@
 """The static generation path: one left-padded ``model.generate`` batch, as the generate stage decoded
-before its slot decoder (:mod:`vigsm.decoding`). The GPU test tier (tests/test_gpu.py) and the benchmarks
-(gpu_bench.py, generation_paths.py, reload_precision.py) compare against it; the pipeline does not use it.
-tests/ import it through pytest's ``pythonpath`` (pyproject.toml); the benchmarks run from this folder.
+before its slot decoder (:mod:`vigsm.decoding`), and its prompt order. The GPU test tier (tests/test_gpu.py)
+and the benchmarks (gpu_bench.py, generation_paths.py, reload_precision.py) compare against it; the pipeline
+does not use it. tests/ import it through pytest's ``pythonpath`` (pyproject.toml); the benchmarks put
+tests/support on their path.
 """
 
 from __future__ import annotations
@@ -35,3 +36,10 @@ def generate_batch(model: Any, tok: Any, prompts: list[list[dict]], gp: Generate
         out = model.generate(**enc, **generation_kwargs(gp, tok))
     new = out[:, enc["input_ids"].shape[1]:]
     return tok.batch_decode(new, skip_special_tokens=True), int((new != tok.pad_token_id).sum())
+
+
+def sort_by_length(rows: list[dict], tok: Any) -> list[dict]:
+    """Rows ordered by prompt length (ties by id), so each left-padded batch holds similar lengths."""
+    from vigsm.modeling import chat_prompt_ids
+
+    return sorted(rows, key=lambda r: (len(chat_prompt_ids(tok, r["prompt"])), r["id"]))

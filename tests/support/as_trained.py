@@ -3,7 +3,7 @@
 
 Neither the pipeline nor its tools load a model this way: the generate stage's bfloat16 norms are cheaper
 and flip only near-tied tokens. tests/ import it through pytest's ``pythonpath`` (pyproject.toml); the
-benchmarks run from this folder.
+benchmarks put tests/support on their path.
 """
 
 from __future__ import annotations
