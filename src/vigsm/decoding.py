@@ -1,19 +1,12 @@
 """Slot-based decoding over a Hugging Face causal LM: a finished row leaves the batch at once, and free
 slots are refilled with waiting prompts.
 
-Why not transformers' continuous batching (``generate_batch`` / ``ContinuousBatchingManager``, 5.17)?
-It runs with a separate PEFT adapter: on the CPU (2026-11-29) with a tiny random Llama + LoRA adapter
-(PeftModel over a base loaded with ``attn_implementation="paged|sdpa"``), greedy, 4 prompts x 24 tokens,
-its tokens equal ``model.generate``'s for 4 of 4 prompts (a weak check: that random model repeats one
-token); ``"sdpa_paged"`` is refused. Its manager can hand out each request as it finishes
-(``get_result``, ``request_id_iter``; not exercised here). Against it: on the H200 probe of issue 12
-(0.5B-shaped Qwen2, bfloat16, separate LoRA, 512 prompts x 256 tokens) it ran at 2,059-2,557 new
-tokens/s against 5,700-5,900 for one static ``generate`` batch, 2.2-2.8x slower, and its CUDA graphs
-with async batching ran out of memory; it runs its own paged attention, so
-:func:`vigsm.attention.gqa_decode_attention` does not apply; and a request ends only at its
-end-of-sequence ids or its length cap (``add_request``), so the stop rules below would need a watcher
-cancelling requests from outside. This module keeps the static path's kernels (the model's own forward
-with a ``DynamicCache``, SDPA or the registered decode attention) and removes its waste instead:
+Why not transformers' continuous batching (``generate_batch`` / ``ContinuousBatchingManager``)? It was
+slower than a static batch on an H200, its CUDA graphs with async batching ran out of memory, it runs its
+own paged attention (so :func:`vigsm.attention.gqa_decode_attention` does not apply), and a request ends
+only at its end-of-sequence ids or its length cap, so the stop rules below would need a watcher cancelling
+requests from outside (the measurements: docs/decoding.md). This module keeps the model's own forward with
+SDPA or the registered decode attention, and removes the static batch's waste instead:
 
 - every row decodes in one running batch of at most ``slots`` rows, left-padded, with per-row positions;
 - a row that ends (end of turn, ``max_new_tokens``, or a stop rule of :mod:`vigsm.stopping`) is handed to
@@ -22,6 +15,11 @@ with a ``DynamicCache``, SDPA or the registered decode attention) and removes it
 - when a quarter of the slots (at least one) are free, the next waiting prompts are prefilled as a batch
   of their own and their cache is merged into the running one (both left-padded to one length; where a
   row's padding sits does not matter, since its mask hides it and its positions are passed explicitly).
+
+On a GPU with ``cuda_graphs`` (``generate.cuda_graphs``), :func:`decode` runs the same rows, stop rules
+and callbacks over a preallocated KV cache instead, each step replayed as a CUDA graph: a finished row stays
+in the batch until most rows have finished, then the live rows move to a smaller cache (``_decode_static``).
+That trades a few wasted row-steps for one graph launch a step in place of thousands of kernel launches.
 
 Only full-attention caches (``DynamicLayer``) are merged and trimmed: the models here (Qwen2.5, SmolLM2,
 Llama) use no sliding-window layers.
