@@ -6,7 +6,7 @@ import shlex
 
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, shipped_params
 from vigsm.config import SECTIONS, parse_section
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -29,7 +29,7 @@ def test_readme_says_to_activate_the_venv_right_after_the_set_up_commands():
 def test_offline_overrides_are_valid_and_waste_no_step():
     make = (ROOT / "Makefile").read_text(encoding="utf-8")
     block = re.search(r"^OFFLINE := (.*?)\n\n", make, flags=re.S | re.M).group(1).replace("\\\n", " ")
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     words = shlex.split(block)
     for flag, assignment in zip(words[::2], words[1::2], strict=True):
         assert flag == "-S"
@@ -44,6 +44,6 @@ def test_offline_overrides_are_valid_and_waste_no_step():
 
 def test_params_have_no_multiline_value():
     """`dvc exp show` prints every param in one cell: a multi-line value breaks its table and --csv rows."""
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     multi = [f"{s}.{k}" for s, sec in doc.items() for k, v in sec.items() if isinstance(v, str) and "\n" in v]
     assert not multi
