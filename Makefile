@@ -22,8 +22,8 @@ OFFLINE := -S data.source=sample \
   -S train.per_device_eval_batch_size=8 -S train.pad_to_multiple_of=0 \
   -S generate.limit=40 -S generate.max_new_tokens=128 -S generate.batch_size=20
 
-# The headline columns of `dvc exp show`.
-SHOW := dvc exp show --drop '.*' --keep 'Experiment|Created|.*exact_match_flexible(_lo|_hi)?$$|.*exact_match_strict$$|perplexity|finetuned.rougeL_f$$|finetuned.bleu$$'
+# The headline columns of `dvc exp show`, printed without a pager (a table of 17 columns would open less).
+SHOW := dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|.*exact_match_flexible(_lo|_hi)?$$|.*exact_match_strict$$|perplexity|finetuned.rougeL_f$$|finetuned.bleu$$'
 
 .PHONY: install offline show test lint
 

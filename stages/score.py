@@ -6,7 +6,15 @@ from pathlib import Path
 from vigsm.config import load_section
 from vigsm.errors import VigsmError, run_cli
 from vigsm.io import read_jsonl, write_json, write_jsonl, write_text
-from vigsm.scoring import compare_variants, headline, load_predictions, render_report, report_variant, score_variant
+from vigsm.scoring import (
+    check_coverage,
+    compare_variants,
+    headline,
+    load_predictions,
+    render_report,
+    report_variant,
+    score_variant,
+)
 
 
 def main() -> None:
@@ -21,6 +29,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     score_p = load_section("score", path=args.params)
+    limit = load_section("generate", path=args.params).limit  # generate predicts the first `limit` questions
     variants = {}
     for item in args.predictions:
         name, sep, path = item.partition("=")
@@ -31,6 +40,9 @@ def main() -> None:
     # Every input is read and checked before the first write: its outputs are persistent in dvc.yaml, so a
     # bad predictions file must leave the previous scores whole.
     rows = {name: load_predictions(path, test_rows) for name, path in variants.items()}
+    expected = [r["id"] for r in (test_rows[:limit] if limit else test_rows)]
+    for name, path in variants.items():
+        check_coverage(path, expected, [r["id"] for r in rows[name]])
     scores, per_q = {}, {}
     for name in variants:
         scores[name], per_q[name] = score_variant(rows[name], score_p)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,34 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM_PROMPT = (ROOT / "data" / "system_prompt.txt").read_text(encoding="utf-8")  # prepare's --system-prompt
+
+
+def committed_text(name: str) -> str:
+    """A file of this repository as committed at HEAD; the workspace's copy where there is no git.
+
+    The workspace's params.yaml is not the shipped defaults: `make offline` (the README's first command,
+    `dvc exp run -S ...`) leaves its overrides there, as every `dvc exp run -S` does.
+    """
+    proc = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return proc.stdout
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+def _shipped_params_file() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="vigsm-shipped-params-"))
+    atexit.register(shutil.rmtree, folder, True)
+    (folder / "params.yaml").write_text(committed_text("params.yaml"), encoding="utf-8")
+    return folder / "params.yaml"
+
+
+# The shipped defaults, for every test that reads them: never ROOT / "params.yaml".
+SHIPPED_PARAMS = _shipped_params_file()
+
+
+def shipped_params() -> dict:
+    """The shipped params.yaml (:data:`SHIPPED_PARAMS`) as a fresh dict."""
+    return yaml.safe_load(SHIPPED_PARAMS.read_text(encoding="utf-8"))
 
 
 def has_cuda() -> bool:
@@ -73,8 +103,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def tiny_params(model_dir: Path, **overrides: dict) -> dict:
-    """params.yaml's defaults with the tiny model, the sample, and a handful of CPU steps."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    """The shipped params.yaml's defaults with the tiny model, the sample, and a handful of CPU steps."""
+    params = shipped_params()
     params["data"].update(source="sample", train_limit=48, test_limit=12)
     params["model"].update(name=str(model_dir), gguf_file="", load_in_4bit=False, dtype="float32",
                            max_seq_length=512)

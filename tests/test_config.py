@@ -9,18 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, write_params
+from conftest import ROOT, SHIPPED_PARAMS, shipped_params, write_params
 from vigsm.config import SECTIONS, as_dict, load_section, parse_section
 from vigsm.errors import VigsmError
 
 
 def committed_params(tmp_path: Path) -> Path:
     """params.yaml as committed: `make offline` (dvc exp run -S ...) edits the workspace copy."""
-    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return ROOT / "params.yaml"
-    (tmp_path / "params.yaml").write_text(proc.stdout, encoding="utf-8")
-    return tmp_path / "params.yaml"
+    return SHIPPED_PARAMS
 
 
 def test_shipped_params_are_the_notebooks_configuration(tmp_path):
@@ -56,7 +52,7 @@ def test_shipped_params_are_the_notebooks_configuration(tmp_path):
 
 
 def test_every_section_parses():
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     assert set(doc) == set(SECTIONS)
     for name, cls in SECTIONS.items():
         parse_section(name, doc[name], cls)
@@ -104,7 +100,7 @@ def run_stage(stage: str, params_path: Path, tmp: Path, env: dict | None = None)
 
 @pytest.mark.parametrize(("section", "key", "value", "stage", "fragment"), BAD)
 def test_bad_param_stops_the_stage_in_one_line(tmp_path, section, key, value, stage, fragment):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     doc[section][key] = value
     write_params(tmp_path / "params.yaml", doc)
     t0 = time.time()
@@ -118,19 +114,19 @@ def test_bad_param_stops_the_stage_in_one_line(tmp_path, section, key, value, st
 
 
 def test_missing_section_and_key(tmp_path):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     del doc["lora"]
     write_params(tmp_path / "params.yaml", doc)
     proc = run_stage("train", tmp_path / "params.yaml", tmp_path)
     assert proc.returncode == 2 and "section 'lora' is missing" in proc.stderr
     with pytest.raises(VigsmError, match=r"train.seed: missing key"):
-        raw = dict(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["train"])
+        raw = dict(shipped_params()["train"])
         del raw["seed"]
         parse_section("train", raw, SECTIONS["train"])
 
 
 def test_debug_flag_brings_the_traceback_back(tmp_path):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     doc["lora"]["rank"] = 8
     write_params(tmp_path / "params.yaml", doc)
     proc = run_stage("train", tmp_path / "params.yaml", tmp_path, env={"VIGSM_DEBUG": "1"})
@@ -150,7 +146,7 @@ def test_importing_vigsm_does_not_import_torch():
 
 def test_yaml11_exponent_floats_are_numbers():
     """`dvc exp run -S train.learning_rate=1e-5` writes 1e-05, which PyYAML reads as a string."""
-    raw = dict(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["train"])
+    raw = dict(shipped_params()["train"])
     raw["learning_rate"] = "1e-05"
     assert parse_section("train", raw, SECTIONS["train"]).learning_rate == 1e-5
     raw["learning_rate"] = "fast"
@@ -159,7 +155,7 @@ def test_yaml11_exponent_floats_are_numbers():
 
 
 def _shipped(section: str) -> dict:
-    return dict(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))[section])
+    return dict(shipped_params()[section])
 
 
 @pytest.mark.parametrize(("section", "key", "value", "fragment"), [
@@ -244,7 +240,7 @@ def test_values_dvc_writes_back_are_accepted(tmp_path):
     block = re.search(r"^OFFLINE := (.*?)\n\n", make, flags=re.S | re.M).group(1).replace("\\\n", " ")
     overrides = [w for w in shlex.split(block) if w != "-S"]
     path = tmp_path / "params.yaml"
-    path.write_bytes((ROOT / "params.yaml").read_bytes())
+    path.write_bytes(SHIPPED_PARAMS.read_bytes())
     apply_overrides(path, [*overrides, "train.learning_rate=1e-5", "rl.learning_rate=1e-6", "lora.alpha=16",
                            "train.num_train_epochs=1", "generate.top_p=1"])
     assert "1e-05" in path.read_text(encoding="utf-8")  # the form PyYAML reads as a string
@@ -255,7 +251,7 @@ def test_values_dvc_writes_back_are_accepted(tmp_path):
 
 def test_shipped_rl_section_is_the_contract():
     """The rl stage is built on these keys (issue 22); shipped off (steps 0)."""
-    rl = load_section("rl", path=ROOT / "params.yaml")
+    rl = load_section("rl", path=SHIPPED_PARAMS)
     assert as_dict(rl) == {"steps": 0, "learning_rate": 5e-6, "num_generations": 8, "prompts_per_step": 4,
                            "max_completion_length": 256, "temperature": 1.0, "beta": 0.0, "loss_type": "dapo",
                            "reward": "flexible", "format_reward": 0.1, "logging_steps": 1, "save_steps": 50,
@@ -269,7 +265,7 @@ def test_cuda_graphs_reaches_unsloth_through_the_environment(monkeypatch):
 
     from vigsm.training import apply_unsloth_environment
 
-    train = load_section("train", path=ROOT / "params.yaml")
+    train = load_section("train", path=SHIPPED_PARAMS)
     monkeypatch.setenv("UNSLOTH_BLOCK_CUDAGRAPHS", "1")  # a shell setting must not win over the params
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)
     apply_unsloth_environment(dataclasses.replace(train, cuda_graphs=False))

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from conftest import ROOT, SYSTEM_PROMPT, write_params
+from conftest import ROOT, SHIPPED_PARAMS, SYSTEM_PROMPT, shipped_params, write_params
 from vigsm.config import DataParams, load_section
 from vigsm.data import prepare as _prepare
 from vigsm.errors import VigsmError
@@ -25,7 +25,7 @@ def prepare(params: DataParams, sample_dir=SAMPLE):
 def data_params(**kw) -> DataParams:
     import dataclasses
 
-    base = load_section("data", path=ROOT / "params.yaml")
+    base = load_section("data", path=SHIPPED_PARAMS)
     # validation_size 0 unless asked: the small hand-made splits below keep every train row
     return dataclasses.replace(base, **{"source": "sample", "train_limit": 0, "test_limit": 0, "validation_size": 0,
                                         **kw})
@@ -96,7 +96,7 @@ def test_equation_check_sees_a_wrong_result():
 
 
 def test_prepare_sample_records():
-    shipped = load_section("data", path=ROOT / "params.yaml")
+    shipped = load_section("data", path=SHIPPED_PARAMS)
     records, stats = prepare(data_params(validation_size=shipped.validation_size), SAMPLE)
     rec = records["train"][0]
     assert [m["role"] for m in rec["prompt"]] == ["system", "user"]
@@ -186,7 +186,7 @@ def test_bad_data_is_a_clear_error(tmp_path, name, make, fragment):
 def test_bad_data_through_the_stage_is_one_line(tmp_path):
     write_split(tmp_path / "train.jsonl", [row(0, q="A"), row(0, q="B")])
     write_split(tmp_path / "test.jsonl", [row(0, q="T")])
-    params = __import__("yaml").safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = shipped_params()
     params["data"]["source"] = str(tmp_path)
     write_params(tmp_path / "params.yaml", params)
     proc = subprocess.run([sys.executable, "stages/prepare.py", "--sample-dir", "data/sample", "--system-prompt",
@@ -277,7 +277,7 @@ def test_errors_count_lines_from_one(tmp_path):
 def test_stage_writes_three_splits_and_reads_the_prompt_file(tmp_path):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Giải bài toán.\n", encoding="utf-8")
-    params = __import__("yaml").safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = shipped_params()
     params["data"]["source"] = "sample"
     write_params(tmp_path / "params.yaml", params)
     proc = subprocess.run([sys.executable, "stages/prepare.py", "--sample-dir", "data/sample", "--system-prompt",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SYSTEM_PROMPT, tiny_params, write_params
+from conftest import ROOT, SYSTEM_PROMPT, shipped_params, tiny_params, write_params
 from vigsm import distributed
 from vigsm.config import SECTIONS, TrainParams, parse_section
 from vigsm.errors import VigsmError
@@ -38,7 +38,7 @@ def test_gpus_rejects_anything_else_in_one_line(value):
 
 
 def test_params_yaml_ships_one_process():
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     assert doc["train"]["gpus"] == 1 and doc["generate"]["gpus"] == 1
 
 
@@ -169,39 +169,66 @@ def trained(tmp_path_factory, prepared, tiny_model_dir):
     return runs, logs
 
 
+EPS32 = 2.0 ** -23  # float32 machine epsilon (1.19e-7)
+
+
+def reordering_bound(m: dict) -> float:
+    """The relative gap that a different order of float32 additions may leave after one optimiser step.
+
+    One process sums a step's loss and gradient over the N tokens of its rows; two processes each sum
+    their half and gloo averages the halves, each half padded to its own length (so every matmul runs on
+    another shape). Only the order of float32 additions changes. Summing N terms in another order moves the
+    sum by at most (N - 1) u sum|x_i| (u = EPS32 / 2, Higham's recursive-summation bound), i.e. (N - 1) u
+    relative for the non-negative token losses; the gradient's terms take their sign from the data, and
+    Adam's division by each element's running RMS magnifies small elements, so allow twice that: N x EPS32
+    per step. N is counted from above: rows per step x the longest training example (the metrics' own
+    token counts).
+    """
+    return m["rows_per_step"] * m["train_tokens_max"] * EPS32
+
+
 @pytest.mark.slow
 def test_two_processes_learn_what_one_learns(trained):
     """Same rows per step (4 x 1 on one process, 2 x 1 on each of two): the loss curve, the eval losses and
-    the adapter equal one process's up to float32 rounding.
+    the adapter equal one process's up to float32 rounding, bounded by :func:`reordering_bound`.
 
-    Tolerances: each process sums the loss and gradient over its half of a step's tokens and gloo adds the
-    halves, so only the order of float32 additions changes (epsilon 1.2e-7); each half is also padded to its
-    own length. Losses near 10.9 then agree to a few 1e-6 relative (measured: up to 4e-6, i.e. 4.4e-5
-    absolute), hence 2e-5 relative, still 20 times below the smallest effect of learning otherwise (below).
-    Adam divides every gradient element by its own
-    running RMS, which magnifies the relative rounding of elements whose gradient is near zero; the adapter
-    as a whole measured 6e-6 relative (Frobenius norm of the difference over all tensors), hence 1e-4.
-    Learning something else is far outside both: 8 rows per step instead of 4 (the silent doubling this
-    rule removes; measured as one process with a batch of 8) moved the losses by 5e-3 to 0.3 and the
-    adapter by a relative 0.6.
+    The gaps of successive steps add up (a few steps of a smooth descent, no chaotic growth), so after k
+    steps the bound is k x the one-step bound: the logged loss and eval loss of step k, the train loss (a
+    mean over steps, at most the last step's), and the adapter after the last step (Frobenius norm of the
+    difference over all tensors, relative to the adapter's). Here: 4 rows x at most ~360 tokens, about
+    1.7e-4 a step and 1e-3 after 6 steps. Measured on a 2-core CPU machine: losses up to 2.7e-5 relative
+    (eval loss at step 6), adapter 1.9e-4 (the constant 1e-4 this replaces failed there, and at 1.15e-4 on
+    the issue's machine). Learning something else is far outside: a second process that skips its first
+    batch, or whose gradient is dropped (its loss still logged), left the adapter 0.69 and 0.73 apart and
+    the losses 4e-4 to 2.3e-2 from step 2 on. (Step 1 alone could not tell: the random model's loss is
+    about log(vocabulary) on any rows, 1.5e-4 apart on the skipped batch's rows.)
     """
     runs, logs = trained
     assert logs[2].count("[vigsm] backend=") == 2 and logs[1].count("[vigsm] backend=") == 1  # 2 processes ran
     m1, m2 = (json.loads((runs[g] / "train.json").read_text()) for g in (1, 2))
     assert (m1["processes"], m2["processes"]) == (1, 2)
     assert m1["rows_per_step"] == m2["rows_per_step"] == 4 and m1["global_step"] == m2["global_step"] == 6
-    for name in ("loss.tsv", "eval/loss.tsv"):
-        c1, c2 = (tsv(runs[g] / "live" / "plots" / "metrics" / name) for g in (1, 2))
-        assert c1.keys() == c2.keys() and len(c1) >= 3
-        for step in c1:
-            assert c2[step] == pytest.approx(c1[step], rel=2e-5), (name, step)
-    assert m2["eval_loss"] == pytest.approx(m1["eval_loss"], rel=2e-5)
-    assert m2["train_loss"] == pytest.approx(m1["train_loss"], rel=2e-5)
+    step_bound = reordering_bound(m1)
+    assert 1e-5 < step_bound < 1e-3  # the bound means something: far above eps, far below learning
+    gaps = []
+    # DVCLive numbers its rows with its own counter (training and eval logs share it): the i-th loss row is
+    # logged after optimiser step i x logging_steps (1), the i-th eval row after step i x eval_steps (2).
+    for name, every in (("loss.tsv", 1), ("eval/loss.tsv", 2)):
+        c1, c2 = (list(tsv(runs[g] / "live" / "plots" / "metrics" / name).values()) for g in (1, 2))
+        assert len(c1) == len(c2) == 6 // every
+        for i, (x1, x2) in enumerate(zip(c1, c2, strict=True), 1):
+            gaps.append((f"{name} step {i * every}", abs(x2 - x1) / abs(x1), i * every * step_bound))
+    last = m1["global_step"]
+    for key in ("eval_loss", "train_loss"):
+        gaps.append((key, abs(m2[key] - m1[key]) / abs(m1[key]), last * step_bound))
     a, b = adapter(runs[1]), adapter(runs[2])
     assert a.keys() == b.keys()
     diff = sum(float((a[k] - b[k]).norm()) ** 2 for k in a) ** 0.5
     norm = sum(float(a[k].norm()) ** 2 for k in a) ** 0.5
-    assert diff / norm < 1e-4
+    gaps.append(("adapter", diff / norm, last * step_bound))
+    for name, gap, bound in gaps:
+        print(f"[two processes] {name}: relative gap {gap:.3g}, bound {bound:.3g}")
+    assert all(gap <= bound for _, gap, bound in gaps), [g for g in gaps if g[1] > g[2]]
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SHIPPED_PARAMS, shipped_params
 from vigsm.config import SECTIONS, parse_section
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -31,7 +31,7 @@ def test_readme_says_to_activate_the_venv_right_after_the_set_up_commands():
 def test_offline_overrides_are_valid_and_waste_no_step():
     make = (ROOT / "Makefile").read_text(encoding="utf-8")
     block = re.search(r"^OFFLINE := (.*?)\n\n", make, flags=re.S | re.M).group(1).replace("\\\n", " ")
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     words = shlex.split(block)
     for flag, assignment in zip(words[::2], words[1::2], strict=True):
         assert flag == "-S"
@@ -46,7 +46,7 @@ def test_offline_overrides_are_valid_and_waste_no_step():
 
 def test_params_have_no_multiline_value():
     """`dvc exp show` prints every param in one cell: a multi-line value breaks its table and --csv rows."""
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     multi = [f"{s}.{k}" for s, sec in doc.items() for k, v in sec.items() if isinstance(v, str) and "\n" in v]
     assert not multi
 
@@ -137,7 +137,7 @@ def test_link_checker_sees_a_broken_file_and_a_broken_anchor(tmp_path):
 def test_readme_sections_named_in_params_comments_exist():
     """params.yaml's comments send readers to README sections ("see README, GPU")."""
     headings = set(re.findall(r"^#+ (.+?)\s*$", README, flags=re.M))
-    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    text = SHIPPED_PARAMS.read_text(encoding="utf-8")
     named = set(re.findall(r"README, ([A-Z][\w ]*?)\)", text))
     assert named, "params.yaml names README sections"
     assert named <= headings, named - headings
@@ -159,7 +159,7 @@ def test_commands_in_readme_and_docs_name_real_targets_modules_flags_and_keys():
     script that defines that flag; `-S section.key=` names a key of params.yaml (its keys, not its values,
     which `dvc exp run -S` may have changed)."""
     targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(encoding="utf-8"), flags=re.M))
-    keys = {f"{s}.{k}" for s, sec in yaml.safe_load((ROOT / "params.yaml").read_text()).items() for k in sec}
+    keys = {f"{s}.{k}" for s, sec in shipped_params().items() for k in sec}
     bad, seen = [], 0
     for page in PAGES:
         for cmd in _commands(page.read_text(encoding="utf-8")):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SHIPPED_PARAMS, shipped_params
 
 PACKAGE = "vigsm"
 
@@ -124,7 +124,7 @@ def _params_of(stage: str) -> list[str]:
 def test_declared_params_exist_and_generate_declares_the_model_keys_it_reads():
     from vigsm.generation import MODEL_KEYS
 
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     for stage in STAGES:
         for entry in _params_of(stage):
             if entry == "params.yaml":  # the check stage tracks the whole file (unknown sections are errors)
@@ -146,7 +146,7 @@ def test_generate_fingerprint_hashes_exactly_the_keys_generate_reads():
     from vigsm.config import load_section
     from vigsm.generation import MODEL_KEYS, fingerprint
 
-    mp, gp = load_section("model", path=ROOT / "params.yaml"), load_section("generate", path=ROOT / "params.yaml")
+    mp, gp = load_section("model", path=SHIPPED_PARAMS), load_section("generate", path=SHIPPED_PARAMS)
     rows = [{"id": "q1", "prompt": [{"role": "user", "content": "1 + 1?"}]}]
     fp = fingerprint(mp, gp, rows, None)
     assert fingerprint(dataclasses.replace(mp, max_seq_length=mp.max_seq_length + 1), gp, rows, None) == fp

@@ -125,6 +125,55 @@ def test_cut_predictions_reaching_score_keep_every_output(project, command):
         restore(project, before)
 
 
+def short_predictions(project: Path) -> None:
+    """finetuned.jsonl cut at a line boundary: every row left is valid JSON, 5 of the 12 test questions."""
+    path = project / "data/predictions/finetuned.jsonl"
+    path.write_text("".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:5]), encoding="utf-8")
+
+
+def repeated_prediction(project: Path) -> None:
+    """finetuned.jsonl with its last row replaced by a copy of its first: 12 rows, 11 questions."""
+    path = project / "data/predictions/finetuned.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join([*lines[:-1], lines[0]]), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    (short_predictions, "error: data/predictions/finetuned.jsonl: 5 predictions for 12 test questions: 7 missing, "
+                        "0 not in the prepared test split, 0 duplicate ids"),
+    (repeated_prediction, "error: data/predictions/finetuned.jsonl:12: duplicate id"),
+], ids=["short", "repeated"])
+def test_predictions_not_covering_the_test_split_keep_every_output(project, fault, message):
+    """A predictions file that parses but does not cover the test split exactly is refused by score under
+    `dvc repro -s score` (which skips check): one line with the file and the counts, nothing written."""
+    before = snapshot(project)
+    fault(project)
+    changed = (project / "data/predictions/finetuned.jsonl").read_bytes()
+    try:
+        proc = run([*DVC, "repro", "-s", "score"], project, check=False)
+        assert proc.returncode == 255, proc.stdout + proc.stderr  # dvc's own code for a failed stage
+        assert "ERROR: failed to reproduce 'score'" in proc.stdout + proc.stderr, proc.stderr
+        assert_failed_and_kept(proc, message, {**before, "data/predictions/finetuned.jsonl": changed}, project)
+    finally:
+        restore(project, before)
+
+
+def test_check_coverage_counts_missing_extra_and_repeated_ids():
+    from vigsm.errors import VigsmError
+    from vigsm.scoring import check_coverage
+
+    check_coverage(Path("p.jsonl"), ["a", "b", "c"], ["c", "a", "b"])  # any order
+    for ids, counts in ((["a", "b"], "2 predictions for 3 test questions: 1 missing, 0 not in the prepared test "
+                                     "split, 0 duplicate ids"),
+                        (["a", "b", "c", "z"], "4 predictions for 3 test questions: 0 missing, 1 not in"),
+                        (["a", "b", "c", "a", "a"], "5 predictions for 3 test questions: 0 missing, 0 not in the "
+                                                    "prepared test split, 2 duplicate ids"),
+                        ([], "0 predictions for 3 test questions: 3 missing")):
+        with pytest.raises(VigsmError) as err:
+            check_coverage(Path("p.jsonl"), ["a", "b", "c"], ids)
+        assert str(err.value).startswith(f"p.jsonl: {counts}") and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("command", [["repro"], ["repro", "score"], ["exp", "run"], ["exp", "run", "-s", "score"]])
 def test_cut_predictions_in_a_full_repro_are_restored(project, command):
     """Other commands never reach score with the cut file. `dvc repro` sees generate's output changed and

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SYSTEM_PROMPT, tiny_params, write_params
+from conftest import ROOT, SHIPPED_PARAMS, SYSTEM_PROMPT, tiny_params, write_params
 from vigsm.config import SECTIONS, parse_section
 from vigsm.data import prepare
 from vigsm.errors import VigsmError
@@ -160,7 +160,7 @@ def score_cmd(tmp_path: Path, test: Path, preds: Path) -> list[str]:
     return [sys.executable, str(ROOT / "stages" / "score.py"), "--test", str(test), "--predictions",
             f"finetuned={preds}", "--metrics", str(tmp_path / "m.json"), "--details", str(tmp_path / "d.json"),
             "--per-question-dir", str(tmp_path / "pq"),
-            "--report", str(tmp_path / "r.md"), "--params", str(ROOT / "params.yaml")]
+            "--report", str(tmp_path / "r.md"), "--params", str(SHIPPED_PARAMS)]
 
 
 def _test_rows():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SYSTEM_PROMPT, tiny_params
+from conftest import ROOT, SYSTEM_PROMPT, shipped_params, tiny_params
 from vigsm import memory
 from vigsm.config import SECTIONS, LoraParams, ModelParams, TrainParams, parse_section
 from vigsm.errors import VigsmError
@@ -40,7 +40,7 @@ def shape(cfg: dict) -> ModelShape:
 def shipped(cfg: dict, free_gb: float, *, seq_len: int | None = None, backend: str = "unsloth") -> memory.Choice:
     """The rule on params.yaml's training figures: 4-bit bfloat16, r=32 on the seven projections, 12 rows
     per step on one GPU, max_seq_length 1536 (a multiple of pad_to_multiple_of 64)."""
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     m, lo, t = doc["model"], doc["lora"], doc["train"]
     assert (m["load_in_4bit"], m["dtype"], lo["r"], t["per_device_train_batch_size"] // t["gpus"]) == (
         True, "bfloat16", 32, 12)
@@ -138,7 +138,7 @@ def _cfg_dir(tmp_path: Path, cfg: dict) -> Path:
 
 
 def _sections(lora: dict | None = None, model: dict | None = None) -> tuple[ModelParams, LoraParams, TrainParams]:
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     doc["lora"].update(lora or {})
     doc["model"].update(model or {})
     return (parse_section("model", doc["model"], ModelParams), parse_section("lora", doc["lora"], LoraParams),
@@ -234,20 +234,20 @@ def test_most_cautious_agrees_on_the_process_that_needs_it():
 
 @pytest.mark.parametrize("value", [True, False, "auto"])
 def test_params_take_true_false_and_auto(value):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     assert parse_section("lora", {**doc["lora"], "gradient_checkpointing": value}, SECTIONS["lora"]) \
         .gradient_checkpointing == value
 
 
 @pytest.mark.parametrize("value", ["yes", "Auto", "true", 1, 0, None, [True]])
 def test_params_reject_other_values(value):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     with pytest.raises(VigsmError, match=r"lora\.gradient_checkpointing: expected true or false or 'auto'"):
         parse_section("lora", {**doc["lora"], "gradient_checkpointing": value}, SECTIONS["lora"])
 
 
 def test_check_stops_on_a_bad_value_in_one_line(tmp_path):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    doc = shipped_params()
     doc["data"]["source"] = "sample"
     doc["lora"]["gradient_checkpointing"] = "sometimes"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")

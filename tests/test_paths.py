@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run
+from conftest import ROOT, SHIPPED_PARAMS, run, shipped_params
 
 DVC = [sys.executable, "-m", "dvc"]
 # A stand-in for stages/train.py and stages/score.py: writes whatever its options name.
@@ -105,7 +105,7 @@ def test_export_takes_the_adapter_from_dvc_yaml_and_needs_an_out(repo):
     """No default output path in the code: without --out export stops; without --adapter it looks where
     dvc.yaml says train writes (here a renamed, missing directory: the error names it)."""
     (repo / "dvc.yaml").write_text(yaml.safe_dump(_pipeline("weights/lora", "scores/q", r=4, right=5)))
-    (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    (repo / "params.yaml").write_text(SHIPPED_PARAMS.read_text(encoding="utf-8"))
     no_out = run([sys.executable, "-m", "vigsm.export"], repo, check=False)
     assert no_out.returncode == 2 and "--out" in no_out.stderr
     missing = run([sys.executable, "-m", "vigsm.export", "--out", "merged"], repo, check=False,
@@ -141,7 +141,7 @@ def test_ask_caps_answers_at_the_runs_max_new_tokens(monkeypatch, generate, aske
             return ""
 
     seen = []
-    doc = {"model": yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["model"],
+    doc = {"model": shipped_params()["model"],
            "generate": generate}
     monkeypatch.setattr(ask_mod, "params_at", lambda rev, params_path="params.yaml": doc)
     monkeypatch.setattr(ask_mod, "system_prompt_at", lambda rev, d: "P")

@@ -13,17 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, run
+from conftest import make_project, run, shipped_params
 
 DVC = [sys.executable, "-m", "dvc"]
 
 
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory) -> Path:
-    from conftest import ROOT
-
-    dest = make_project(tmp_path_factory.mktemp("rerun"),
-                        yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
+    dest = make_project(tmp_path_factory.mktemp("rerun"), shipped_params())
     stages = yaml.safe_load((dest / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     for spec in stages.values():
         for kind in ("outs", "metrics", "plots"):

@@ -104,12 +104,23 @@ def test_padding_free_refuses_examples_it_cannot_truncate(prepared, tmp_path):
 def train_cmd(work: Path, data_dir: Path) -> list[str]:
     return [sys.executable, str(ROOT / "stages" / "train.py"), "--data-dir", str(data_dir), "--adapter-dir",
             str(work / "adapter"), "--checkpoint-dir", str(work / "ckpt"), "--metrics", str(work / "train.json"),
-            "--params", str(work / "params.yaml")]
+            "--params", str(work / "params.yaml"), "--live-dir", str(work / "live")]
+
+
+def logged_step_losses(live: Path) -> dict[int, float]:
+    """The training loss of each logged step, from DVCLive's TSV (eval/loss.tsv holds the eval losses, and
+    train/loss.tsv the trainer's final train_loss), keyed by DVCLive's step: a row logged again after a
+    resume replaces the first."""
+    import csv
+
+    with open(live / "plots" / "metrics" / "loss.tsv", encoding="utf-8") as fh:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(fh, delimiter="\t")}
 
 
 def test_training_resumes_after_sigkill(prepared, tmp_path, tiny_model_dir):
     """Kill training after its first checkpoint; the rerun resumes there and ends where an uninterrupted
-    run with the same seed ends (eval loss within 1e-4, adapter weights within 1e-4)."""
+    run with the same seed ends (eval loss within 1e-4, adapter weights within 1e-4), and every figure of
+    its metrics describes the whole run as the uninterrupted run's do, except THIS_RUN_KEYS."""
     data_dir, params, _ = prepared
     params = tiny_params(tiny_model_dir, train={"max_steps": 8, "save_steps": 2, "eval_steps": 2,
                                                 "load_best_model_at_end": False})
@@ -136,6 +147,22 @@ def test_training_resumes_after_sigkill(prepared, tmp_path, tiny_model_dir):
     m_killed = json.loads((killed / "train.json").read_text())
     assert m_killed["resumed_from_step"] >= 2 and m_killed["global_step"] == m_ref["global_step"] == 8
     assert m_killed["eval_loss"] == pytest.approx(m_ref["eval_loss"], abs=1e-4)
+    # train_loss averages all 8 steps, not the sum of the resumed part over 8 (the trainer's own figure)
+    assert m_killed["train_loss_steps"] == m_ref["train_loss_steps"] == 8
+    assert m_killed["train_loss"] == pytest.approx(m_ref["train_loss"], rel=1e-6)
+    for work, m in ((ref, m_ref), (killed, m_killed)):  # the mean of the 8 logged step losses (logging_steps 1)
+        steps = logged_step_losses(work / "live")  # by DVCLive's own step counter (eval logs count too)
+        assert len(steps) == 8, steps
+        assert m["train_loss"] == pytest.approx(sum(steps.values()) / 8, rel=1e-5)
+    from vigsm.training import THIS_RUN_KEYS
+
+    assert m_killed.keys() == m_ref.keys() and m_ref["resumed_from_step"] == 0
+    whole = {k: v for k, v in m_ref.items() if k not in THIS_RUN_KEYS}
+    for key, value in whole.items():
+        if isinstance(value, float):
+            assert m_killed[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+        else:
+            assert m_killed[key] == value, key
     # Throughput counts only the steps this process trained, not the ones before the checkpoint.
     share = (8 - m_killed["resumed_from_step"]) / 8
     assert m_killed["train_tokens_this_run"] == pytest.approx(m_ref["train_tokens_this_run"] * share, abs=1)
@@ -212,3 +239,20 @@ def test_four_bit_on_cpu_is_refused_before_loading(tmp_path, tiny_model_dir, pre
     assert proc.returncode == 2
     assert "model.load_in_4bit: 4-bit loading needs a CUDA GPU" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_whole_run_train_loss_after_a_resume():
+    """The trainer's training_loss after a resume from step 4 of 8: the losses of steps 5-8 summed, over 8
+    steps. The whole run's mean adds steps 1-4 from the logged history (restored with the checkpoint)."""
+    from vigsm.training import whole_run_train_loss
+
+    losses = {step: 10.0 - step for step in range(1, 9)}  # 9, 8, ..., 2: mean 5.5
+    history = [{"loss": losses[s], "step": s} for s in range(1, 9)] + [{"eval_loss": 3.0, "step": 4}]
+    trainer_figure = sum(losses[s] for s in range(5, 9)) / 8  # what transformers reports after the resume
+    assert whole_run_train_loss(history, trainer_figure, 4, 8) == (pytest.approx(5.5), 8)
+    # not resumed: the trainer's own figure, over every step
+    assert whole_run_train_loss(history, 5.5, 0, 8) == (pytest.approx(5.5), 8)
+    # logging every 3 steps, resumed from step 4: step 4 was never logged, so the mean covers the 7 others
+    every3 = [{"loss": (9 + 8 + 7) / 3, "step": 3}, {"loss": (5 + 4 + 3) / 3, "step": 6}]
+    got, steps = whole_run_train_loss(every3, sum(losses[s] for s in range(5, 9)) / 8, 4, 8)
+    assert steps == 7 and got == pytest.approx((9 + 8 + 7 + 5 + 4 + 3 + 2) / 7)

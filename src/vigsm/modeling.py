@@ -90,6 +90,11 @@ def load_tokenizer(p: ModelParams, source: str, padding_side: str = "right") -> 
         pad = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
         tok.pad_token = pad
     tok.padding_side = padding_side
+    backend = getattr(tok, "backend_tokenizer", None)
+    if getattr(tok, "clean_up_tokenization_spaces", False) and type(getattr(backend, "model", None)).__name__ == "BPE":
+        # transformers skips this clean-up for BPE tokenizers (Qwen's, SmolLM2's): it would strip the spaces
+        # before punctuation. Off, the decoded text is the same and it stops warning on every decode.
+        tok.clean_up_tokenization_spaces = False
     return tok
 
 

@@ -5,6 +5,8 @@ Pure Python (no torch): it runs on any CPU from prediction files alone.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,21 @@ def load_predictions(path: Path, test_rows: list[dict]) -> list[dict]:
                        "reference": ref["completion"][0]["content"], "reference_explanation": ref["explanation"],
                        "reference_answer": ref["answer"]})
     return joined
+
+
+def check_coverage(path: Path, expected_ids: Sequence[str], ids: Sequence[str]) -> None:
+    """Stop unless ``ids`` (one predictions file's, in file order) are exactly ``expected_ids``: none
+    missing, none extra, none twice. A short file (a cut, a killed copy) would otherwise be scored at a
+    smaller n than the other variants; a partial test split is stated in params (``generate.limit``), never
+    inferred from the file."""
+    expected, counts = set(expected_ids), Counter(ids)
+    missing = len(expected - counts.keys())
+    extra = sum(1 for i in counts if i not in expected)
+    repeated = sum(n - 1 for n in counts.values() if n > 1)
+    if missing or extra or repeated:
+        raise VigsmError(f"{path}: {len(ids)} predictions for {len(expected)} test questions: {missing} missing, "
+                         f"{extra} not in the prepared test split, {repeated} duplicate ids; predictions must "
+                         f"cover the test split exactly (rerun generate)")
 
 
 # The keys of each model's block that metrics/score.json keeps. DVC makes every key of a declared metrics

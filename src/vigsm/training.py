@@ -40,6 +40,11 @@ from vigsm.weights import resolve_model
 
 LOSS_TOKENS = "assistant completion only: system and user prompt tokens are labelled -100"
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+# The figures of metrics/train.json that describe only this process's part of the run (from the checkpoint
+# it resumed from, if any, to the end) and its machine: the wall time and throughput of that part, where it
+# started, and the GPU memory it used. Every other figure describes the whole run, resumed or not.
+THIS_RUN_KEYS = ("resumed_from_step", "train_wall_seconds", "train_tokens_this_run", "train_tokens_per_second",
+                 "peak_gpu_memory_gb")
 
 
 def run_fingerprint(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_files: list[Path]) -> str:
@@ -295,6 +300,42 @@ def final_eval_loss(trainer: Any) -> float:
     return float(trainer.evaluate()["eval_loss"])
 
 
+def sort_adapter_config(adapter_dir: Path) -> None:
+    """Write ``adapter_config.json`` with its module lists sorted. PEFT keeps ``target_modules`` as a set
+    and saves it in the set's iteration order, which follows the process's string hash seed: two runs of
+    the same params would otherwise give different bytes, and DVC a changed output. (PEFT reads it back as
+    a set: the order means nothing.) Same layout as PEFT's own file."""
+    path = adapter_dir / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("target_modules", "exclude_modules"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def whole_run_train_loss(log_history: list[dict[str, Any]], this_run_loss: float, resumed_from: int,
+                         global_step: int) -> tuple[float, int]:
+    """The mean training loss per optimiser step over the whole run, and the number of steps it averages.
+
+    The trainer's own ``training_loss`` sums the losses of the steps this process trained (since the
+    checkpoint it resumed from) but divides by every step: after a resume it understates the loss. The
+    steps before the checkpoint come from the logged history (restored with the checkpoint): each logged
+    ``loss`` is the mean over the steps since the previous log. Steps between the last log before the
+    checkpoint and the checkpoint itself were never logged (a checkpoint step that is not a multiple of
+    ``train.logging_steps``): they are left out, and the count says so (``global_step`` when nothing is).
+    """
+    this_run_steps = global_step - resumed_from
+    total, steps, last = this_run_loss * global_step, this_run_steps, 0
+    for entry in log_history:
+        if "loss" in entry and entry["step"] <= resumed_from:
+            total += float(entry["loss"]) * (entry["step"] - last)
+            steps += entry["step"] - last
+            last = entry["step"]
+    return (total / steps if steps else float("nan")), steps
+
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle")
 
 
@@ -354,6 +395,7 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     if is_main():
         with atomic_dir(adapter_dir) as tmp:
             trainer.save_model(str(tmp))
+            sort_adapter_config(tmp)
             trainer.processing_class.save_pretrained(str(tmp))
             drop_pickles(tmp)
             usual_permissions(tmp)
@@ -362,16 +404,21 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     # Throughput of this run (every process's tokens over this process's wall time): only the epochs trained
     # since the checkpoint it resumed from (all epochs' tokens over a resumed run's time would overstate it).
     tokens_this_run = sum(lengths) * (epochs_done - epochs_before)
+    resumed_from = int(resume.name.split("-")[-1]) if resume else 0
+    train_loss, train_loss_steps = whole_run_train_loss(trainer.state.log_history, float(result.training_loss),
+                                                        resumed_from, int(trainer.state.global_step))
+    # Every figure describes the whole run, resumed or not, except THIS_RUN_KEYS.
     metrics = {
         "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss),
         "loss_tokens": LOSS_TOKENS,
         "eval_split": "validation" if not tp.eval_limit else f"validation[:{tp.eval_limit}]",
         "eval_examples": len(eval_rows),
-        "train_loss": float(result.training_loss),
+        "train_loss": train_loss,
+        "train_loss_steps": train_loss_steps,
         "global_step": int(trainer.state.global_step),
         "epochs": epochs_done,
-        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
+        "resumed_from_step": resumed_from,
         "backend": backend,
         "processes": world_size(),
         "rows_per_step": tp.per_device_train_batch_size * tp.gradient_accumulation_steps * world_size(),
