@@ -77,10 +77,10 @@ def prompts_for(tok, n: int) -> list[list[int]]:
     """n distinct problems from vigsm.sample under the chat template with the project's system prompt, in the
     generate stage's order (by prompt length)."""
     from vigsm.modeling import chat_prompt_ids
-    from vigsm.sample import generate
+    from vigsm.sample import make_problems
 
     system = (ROOT / "data" / "system_prompt.txt").read_text(encoding="utf-8")
-    _, test = generate(0, n, seed=1234)
+    _, test = make_problems(0, n, seed=1234)
     ids = [chat_prompt_ids(tok, [{"role": "system", "content": system}, {"role": "user", "content": r["question"]}])
            for r in test]
     return sorted(ids, key=len)

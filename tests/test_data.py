@@ -13,7 +13,7 @@ from vigsm.config import DataParams, load_section
 from vigsm.data import prepare as _prepare
 from vigsm.errors import VigsmError
 from vigsm.io import read_jsonl
-from vigsm.sample import generate
+from vigsm.sample import make_problems
 
 SAMPLE = ROOT / "data" / "sample"
 
@@ -32,7 +32,7 @@ def data_params(**kw) -> DataParams:
 
 
 def test_bundled_sample_is_reproducible_and_correct():
-    train, test = generate()
+    train, test = make_problems()
     assert read_jsonl(SAMPLE / "train.jsonl") == train
     assert read_jsonl(SAMPLE / "test.jsonl") == test
     assert len(train) >= 300 and len(test) >= 100

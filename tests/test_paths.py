@@ -66,7 +66,7 @@ def test_renaming_in_dvc_yaml_is_the_one_edit(repo, monkeypatch):
     compare's per-question files, and a clear error when a stage stops declaring the path."""
     from vigsm import ask, compare
     from vigsm.errors import VigsmError
-    from vigsm.paths import adapter_dir, stage_out
+    from vigsm.paths import adapter_dir, stage_path
 
     monkeypatch.chdir(repo)
     _commit(repo, _pipeline("models/adapter", "metrics/per_question", r=4, right=5), "v1")
@@ -85,9 +85,9 @@ def test_renaming_in_dvc_yaml_is_the_one_edit(repo, monkeypatch):
     broken["stages"]["train"]["outs"] = ["weights/other"]
     (repo / "dvc.yaml").write_text(yaml.safe_dump(broken))
     with pytest.raises(VigsmError, match="not one of its outs"):
-        stage_out("train", "--adapter-dir")
+        stage_path("train", "--adapter-dir")
     with pytest.raises(VigsmError, match="does not pass --no-such"):
-        stage_out("train", "--no-such")
+        stage_path("train", "--no-such")
 
 
 def test_ask_reads_its_params_file_at_a_revision(repo, monkeypatch):

@@ -158,7 +158,7 @@ TEMPLATES: list[Callable[[random.Random], Problem]] = [
 ]
 
 
-def generate(n_train: int = 320, n_test: int = 100, seed: int = 1234) -> tuple[list[dict], list[dict]]:
+def make_problems(n_train: int = 320, n_test: int = 100, seed: int = 1234) -> tuple[list[dict], list[dict]]:
     """Return (train, test) rows with fields index, question, explanation, answer; no question repeats."""
     r = random.Random(seed)
     seen: set[str] = set()
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=320, help="training problems (vi_gsm8k has 7473)")
     parser.add_argument("--test", type=int, default=100, help="test problems (vi_gsm8k has 1319)")
     args = parser.parse_args()
-    train, test = generate(args.train, args.test, seed=args.seed)
+    train, test = make_problems(args.train, args.test, seed=args.seed)
     write_jsonl(args.out / "train.jsonl", train)
     write_jsonl(args.out / "test.jsonl", test)
     print(f"wrote {len(train)} train and {len(test)} test problems to {args.out}")
