@@ -144,6 +144,25 @@ class ScoreParams:
     report_examples: int = knob(ge=0)
 
 
+@dataclass(frozen=True)
+class RLParams:
+    """GRPO on top of the SFT adapter (TRL GRPOTrainer; vigsm.rl). ``steps`` 0 turns the stage into a pass-through."""
+
+    steps: int = knob(ge=0)  # optimiser steps; 0: no RL, nothing generated or scored for it
+    learning_rate: float = knob(gt=0)
+    num_generations: int = knob(ge=2)  # completions per prompt (the group the advantage is relative to)
+    prompts_per_step: int = knob(ge=1)  # rows per step = prompts_per_step x num_generations
+    max_completion_length: int = knob(ge=1)
+    temperature: float = knob(gt=0)
+    beta: float = knob(ge=0)  # KL coefficient; 0 loads no reference model
+    loss_type: str = knob(choices=("dapo", "grpo", "dr_grpo", "bnpo"))
+    reward: str = knob(choices=("strict", "flexible"))  # how the answer is read (vigsm.answers.extract_answer)
+    format_reward: float = knob(ge=0)  # weight of the "### N" line reward; 0: off
+    logging_steps: int = knob(ge=1)
+    save_steps: int = knob(ge=1)  # checkpoints for resuming
+    seed: int = knob(ge=0)
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "model": ModelParams,
@@ -151,6 +170,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainParams,
     "generate": GenerateParams,
     "score": ScoreParams,
+    "rl": RLParams,
 }
 
 
