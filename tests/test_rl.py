@@ -386,13 +386,16 @@ def test_two_grpo_steps_then_rl_is_generated_and_scored_without_rerunning_sft(pr
     assert m["steps"] == 2 and m["skipped"] is False and m["rows_per_step"] == 4
     assert m["rollout_tokens"] > 0 and m["step_seconds_median"] > 0 and "reward_last" in m
     assert "groups_any_correct_last" in m and "completion_length_last" in m
-    # the adapter moved off the SFT one, and holds no pickle and no "ref" copy
+    # The random model answers nothing right: every group is all 0, every advantage 0, and the saved adapter
+    # is the SFT one, unchanged (test_rl_learns_from_a_reward_with_spread shows it moving). It is the trained
+    # "default" adapter alone: no pickle, no "ref" copy.
     from safetensors.torch import load_file
 
+    assert m["groups_any_correct_last"] == 0 and m["reward_std_last"] == 0
     sft = load_file(p / "models/adapter/adapter_model.safetensors")
     rl = load_file(p / "models/adapter-rl/adapter_model.safetensors")
     assert sft.keys() == rl.keys()
-    assert any((sft[k] - rl[k]).abs().max().item() > 0 for k in sft)
+    assert all((sft[k] - rl[k]).abs().max().item() == 0 for k in sft)
     assert not [f for f in (p / "models/adapter-rl").rglob("*") if f.suffix in (".bin", ".pt", ".pth")]
     assert not (p / "models/checkpoints-rl").exists()
     for name in ("reward.tsv", "groups_any_correct.tsv", "completions/mean_length.tsv", "reward_std.tsv"):
@@ -437,3 +440,45 @@ def test_rl_resumes_after_sigkill(project, tmp_path):
     assert "resuming from" in done.stdout
     m = json.loads((tmp_path / "rl.json").read_text())
     assert m["steps"] == 3 and m["resumed_from_step"] >= 1
+
+
+def test_reward_curve_is_read_from_the_rl_stage_log():
+    """benchmarks/rl_results.py reads TRL's printed log dicts, tqdm's carriage returns and all."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from rl_results import reward_curve
+
+    log = ("Loading weights: 100%\r 50%|#####     | 1/2 [00:29<00:29]  {'loss': '0.01', 'grad_norm': '0.5', "
+           "'reward': '0.25', 'reward_std': '0.4', 'groups_any_correct': '0.5', 'completions/mean_length': '16', "
+           "'step_time': '28.65', 'epoch': '0.04'}\n 50%|#####\r100%|##########| 2/2 {'loss': '0', 'reward': '0.5', "
+           "'kl': 'nan', 'step_time': '17.1'}\n{'train_runtime': '48.27', 'train_loss': '0'}\n")
+    curve = reward_curve(log)
+    assert [r["step"] for r in curve] == [1, 2]
+    assert curve[0]["reward"] == 0.25 and curve[0]["groups_any_correct"] == 0.5 and curve[1]["step_time"] == 17.1
+    assert "epoch" not in curve[0] and "kl" not in curve[1]
+
+
+@pytest.mark.slow
+def test_rl_learns_from_a_reward_with_spread(project, tmp_path, monkeypatch):
+    """With rewards that differ within a group (here: longer completions score higher), one GRPO step moves
+    the LoRA weights off the SFT adapter, and the metrics report the spread."""
+    import dataclasses
+
+    import vigsm.rl as rl_mod
+    from vigsm.config import load_section
+
+    def by_length(**kw):
+        return [float(len(completion_text(c))) / 100 for c in kw["completions"]]
+
+    by_length.__name__ = "by_length"
+    monkeypatch.setattr(rl_mod, "reward_functions", lambda mode, weight, group: ([by_length], [1.0]))
+    params = project / "params.yaml"
+    mp, lp = load_section("model", path=params), load_section("lora", path=params)
+    rp = dataclasses.replace(load_section("rl", path=params), **{**RL_ON, "steps": 1, "temperature": 2.0})
+    m = rl_mod.run_rl(mp, lp, rp, project / "data/prepared/train.jsonl", project / "models/adapter",
+                      tmp_path / "out", tmp_path / "ckpt", tmp_path / "rl.json")
+    assert m["steps"] == 1 and m["reward_std_last"] > 0
+    from safetensors.torch import load_file
+
+    sft = load_file(project / "models/adapter/adapter_model.safetensors")
+    rl = load_file(tmp_path / "out/adapter_model.safetensors")
+    assert sft.keys() == rl.keys() and any((sft[k] - rl[k]).abs().max().item() > 0 for k in sft)
