@@ -16,15 +16,6 @@ from vigsm.errors import VigsmError
 from vigsm.io import read_jsonl
 
 PRED_FIELDS = ("id", "raw")
-# The variant the rl stage's adapter answers as; it exists only when rl.steps > 0 (see scored_variants).
-RL_VARIANT = "rl"
-
-
-def scored_variants(variants: dict[str, Path], rl_steps: int) -> dict[str, Path]:
-    """The variants to score: all of them, less :data:`RL_VARIANT` when ``rl.steps`` is 0. The skip is the
-    param's decision (generate-rl wrote an empty file on purpose); with steps > 0 the RL predictions are
-    required and checked like any other."""
-    return {name: path for name, path in variants.items() if name != RL_VARIANT or rl_steps > 0}
 
 
 def load_predictions(path: Path, test_rows: list[dict]) -> list[dict]:
@@ -65,6 +56,17 @@ def load_predictions(path: Path, test_rows: list[dict]) -> list[dict]:
 HEADLINE_KEYS = ("n", "exact_match_strict", "exact_match_strict_lo", "exact_match_strict_hi",
                  "exact_match_flexible", "exact_match_flexible_lo", "exact_match_flexible_hi",
                  "rougeL_f", "bleu", "bleu_lo", "bleu_hi")
+
+
+# The variant the rl stage's adapter answers as; it exists only when rl.steps > 0 (see scored_variants).
+RL_VARIANT = "rl"
+
+
+def scored_variants(variants: dict[str, Path], rl_steps: int) -> dict[str, Path]:
+    """The variants to score: all of them, less :data:`RL_VARIANT` when ``rl.steps`` is 0. The skip is the
+    param's decision (generate-rl wrote an empty file on purpose); with steps > 0 the RL predictions are
+    required and checked like any other."""
+    return {name: path for name, path in variants.items() if name != RL_VARIANT or rl_steps > 0}
 
 
 # The paired comparisons in score.json: finetuned - base, and rl - finetuned where RL ran.
