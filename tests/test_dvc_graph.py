@@ -131,12 +131,28 @@ def test_declared_params_exist_and_generate_declares_the_model_keys_it_reads():
                 continue
             section, _, key = entry.partition(".")
             assert section in doc and (not key or key in doc[section]), (stage, entry)
-    for stage in ("generate-base", "generate"):
+    for stage in ("generate-base", "generate", "generate-rl"):
         declared = _params_of(stage)
         assert "model" not in declared, f"{stage} must not depend on the whole model section"
         assert sorted(e.split(".", 1)[1] for e in declared if e.startswith("model.")) == sorted(MODEL_KEYS)
         assert "generate" in declared
     assert "model.max_seq_length" not in MODEL_KEYS and {"model", "lora", "train"} <= set(_params_of("train"))
+
+
+def test_rl_stages_declare_the_params_they_read():
+    """rl reads the loading keys (vigsm.rl.MODEL_KEYS), lora.gradient_checkpointing and rl, and no train
+    key (an SFT param reaches it through models/adapter); generate-rl and score read rl.steps for the skip."""
+    from vigsm.generation import MODEL_KEYS as GENERATE_MODEL_KEYS
+    from vigsm.rl import MODEL_KEYS
+
+    declared = _params_of("rl")
+    assert sorted(MODEL_KEYS) == sorted(GENERATE_MODEL_KEYS)
+    assert sorted(declared) == sorted([*(f"model.{k}" for k in MODEL_KEYS), "lora.gradient_checkpointing", "rl"])
+    deps = _dvc()["stages"]["rl"]["deps"]
+    assert "models/adapter" in deps and "data/prepared/train.jsonl" in deps
+    assert "rl.steps" in _params_of("generate-rl") and "rl.steps" in _params_of("score")
+    assert "models/adapter-rl" in _dvc()["stages"]["generate-rl"]["deps"]
+    assert "data/predictions/rl.jsonl" in _dvc()["stages"]["score"]["deps"]
 
 
 def test_generate_fingerprint_hashes_exactly_the_keys_generate_reads():
