@@ -58,3 +58,78 @@ def test_paired_bootstrap_with_no_questions():
     res = M.paired_bootstrap([], [], samples=100)
     assert res == {"delta": 0.0, "delta_lo": 0.0, "delta_hi": 0.0, "only_a": 0, "only_b": 0, "mcnemar_p": 1.0,
                    "n": 0}
+
+
+def _reference_percentile_bootstrap(a, b, samples, confidence, seed):
+    """The paired percentile bootstrap written out: resample question indices with random.Random(seed),
+    sort the resample means, take the floor(alpha (B - 1))-th and the ceil((1 - alpha) (B - 1))-th."""
+    import math
+    import random
+
+    diffs = [int(y) - int(x) for x, y in zip(a, b, strict=True)]
+    n, rng = len(diffs), random.Random(seed)
+    boots = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    alpha = (1 - confidence) / 2
+    return boots[math.floor(alpha * (samples - 1))], boots[math.ceil((1 - alpha) * (samples - 1))]
+
+
+@pytest.mark.parametrize("samples", [40, 41, 200])
+def test_paired_bootstrap_is_the_percentile_bootstrap(samples):
+    """41 resamples at 95%: alpha (B - 1) = 1 exactly, so the bounds are the 2nd smallest and the 2nd largest
+    (off-by-one index arithmetic moves them); 40: the smallest and the largest."""
+    a = [True, False, False, True, False, True, False, False, True, False, True, False]
+    b = [True, True, False, False, True, True, True, False, True, True, False, False]
+    res = M.paired_bootstrap(a, b, samples=samples, confidence=0.95, seed=11)
+    assert (res["delta_lo"], res["delta_hi"]) == _reference_percentile_bootstrap(a, b, samples, 0.95, 11)
+    assert res["delta_lo"] < res["delta_hi"]
+
+
+def test_bootstrap_defaults_are_1000_samples_at_95_percent_seeded_0():
+    a = [True, False, False, True, False, True, False, False, True, False] * 3
+    b = [True, True, False, False, True, True, True, False, True, True] * 3
+    assert M.paired_bootstrap(a, b) == M.paired_bootstrap(a, b, samples=1000, confidence=0.95, seed=0)
+    assert (M.paired_bootstrap(a, b)["delta_lo"], M.paired_bootstrap(a, b)["delta_hi"]) == \
+        _reference_percentile_bootstrap(a, b, 1000, 0.95, 0)
+    assert M.bleu(REFS, HYPS) == M.bleu(REFS, HYPS, samples=1000, confidence=0.95, seed=0)
+    assert M.bleu(REFS, HYPS, seed=5) == M.bleu(REFS, HYPS, seed=5)  # seeded, so repeatable
+
+
+def test_paired_samples_of_different_lengths_are_named():
+    with pytest.raises(ValueError, match=r"^paired samples differ in length: 1 vs 2$"):
+        M.paired_bootstrap([True], [True, False])
+
+
+def test_wilson_bounds_at_none_and_all_are_exact():
+    """At 0 or n successes the bound is exactly 0 or 1 (n = 5 and 9 leave floating-point crumbs otherwise)."""
+    for n in (5, 9, 10, 17):
+        assert M.wilson_interval(0, n)[0] == 0.0 and M.wilson_interval(0, n)[1] < 1
+        assert M.wilson_interval(n, n)[1] == 1.0 and M.wilson_interval(n, n)[0] > 0
+    assert M.wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_exact_match_summary_of_nothing_and_at_another_confidence():
+    assert M.exact_match_summary([], [], "em") == {"em": 0.0, "em_lo": 0.0, "em_hi": 1.0, "em_no_answer": 0.0}
+    half = M.exact_match_summary([True, False] * 5, [True] + [False] * 9, "em", confidence=0.5)
+    assert (half["em_lo"], half["em_hi"]) == M.wilson_interval(5, 10, 0.5)
+    assert half["em_hi"] - half["em_lo"] < 0.25 and half["em_no_answer"] == 0.1
+
+
+def test_rouge_means_every_part_over_the_rows():
+    refs, hyps = ["một hai ba bốn", "năm sáu"], ["một hai ba bốn", "năm bảy tám chín"]
+    out, per = M.rouge_vi(refs, hyps)
+    assert set(out) == {f"{rt}_{p}" for rt in M.ROUGE_TYPES for p in "prf"} and len(per) == 2
+    # row 1 is exact; row 2 shares 1 of its 4 words with a 2-word reference: P 1/4, R 1/2, F 1/3
+    assert out["rouge1_p"] == pytest.approx((1 + 1 / 4) / 2)
+    assert out["rouge1_r"] == pytest.approx((1 + 1 / 2) / 2)
+    assert out["rouge1_f"] == pytest.approx((1 + 1 / 3) / 2)
+    assert out["rouge2_f"] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        M.rouge_vi(["một"], ["một", "hai"])
+    with pytest.raises(ValueError):
+        M.rouge_seed(["a", "b"], ["a"])
+
+
+def test_seed_rouge_stems_english_words():
+    """The notebook's ROUGE used the Porter stemmer: "running" and "runs" are one word to it."""
+    seed, _ = M.rouge_seed(["the cat is running"], ["the cat runs"])
+    assert seed["rouge1_r"] == pytest.approx(3 / 4) and seed["rouge1_p"] == pytest.approx(1.0)

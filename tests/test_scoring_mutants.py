@@ -59,3 +59,109 @@ def test_report_says_when_the_interval_includes_zero():
     text = _report(same, same)
     assert "Finetuned minus base, flexible EM: 0.0 points [0.0, 0.0]" in text
     assert "The interval includes 0: no evidence of a change." in text and "excludes 0" not in text
+
+
+def test_compare_variants_uses_the_score_params():
+    from vigsm import metrics as M
+
+    sp = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
+    base_right = [True, False, False, True, False, True, False, False, True, False, True, False]
+    tuned_right = [True, True, False, False, True, True, True, False, True, True, False, False]
+    delta = compare_variants(_per_question(base_right), _per_question(tuned_right), sp)
+    ref = M.paired_bootstrap(base_right, tuned_right, samples=150, confidence=0.8, seed=3)
+    assert (delta["exact_match_flexible_lo"], delta["exact_match_flexible_hi"]) == (ref["delta_lo"], ref["delta_hi"])
+    assert delta["exact_match_flexible_mcnemar_p"] == ref["mcnemar_p"]
+    assert (delta["exact_match_strict_lo"], delta["exact_match_strict_hi"]) == (ref["delta_lo"], ref["delta_hi"])
+
+
+# Three predictions: right with a unit after the marker, right only by the flexible rule (no marker), and
+# right with a reference that holds two markers (the notebook compares with the text after its last one).
+SCORED_ROWS = [
+    {"id": "test-0", "raw": "Lan có 2 bút, mua 1 nữa.\n### 3 bút", "question": "q0",
+     "reference": "Lan có 2 bút, mua 1.\n### 3 bút", "reference_explanation": "Lan có 2 bút, mua 1.",
+     "reference_answer": "3"},
+    {"id": "test-1", "raw": "Tính 4 cộng 5 bằng 9", "question": "q1", "reference": "4 + 5 = 9\n### 9",
+     "reference_explanation": "4 + 5 = 9", "reference_answer": "9"},
+    {"id": "test-2", "raw": "nháp ### 8", "question": "q2", "reference": "ý ### 7 ### 8",
+     "reference_explanation": "ý", "reference_answer": "8"},
+]
+
+
+def test_score_variant_on_literal_predictions():
+    from vigsm import metrics as M
+
+    sp = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
+    out, per_q = score_variant(SCORED_ROWS, sp)
+    assert per_q == [
+        {"id": "test-0", "reference_answer": "3", "answer_strict": "3", "answer_flexible": "3",
+         "correct_strict": True, "correct_flexible": True, "rougeL_f": 0.9231},  # LCS 6 of 7 and 6 words: 12/13
+        {"id": "test-1", "reference_answer": "9", "answer_strict": None, "answer_flexible": "9",
+         "correct_strict": False, "correct_flexible": True, "rougeL_f": 0.6667},  # 4 5 9 in 6 words: 2/3
+        {"id": "test-2", "reference_answer": "8", "answer_strict": "8", "answer_flexible": "8",
+         "correct_strict": True, "correct_flexible": True, "rougeL_f": 0.0},
+    ]
+    assert out["n"] == 3
+    assert (out["exact_match_strict"], out["exact_match_flexible"], out["exact_match_seed"]) == \
+        pytest.approx((2 / 3, 1.0, 2 / 3))
+    assert (out["exact_match_strict_no_answer"], out["exact_match_flexible_no_answer"]) == pytest.approx((1 / 3, 0))
+    assert (out["exact_match_strict_lo"], out["exact_match_strict_hi"]) == M.wilson_interval(2, 3, 0.8)
+    assert (out["exact_match_flexible_lo"], out["exact_match_flexible_hi"]) == M.wilson_interval(3, 3, 0.8)
+    reasonings = ["Lan có 2 bút, mua 1 nữa.", "Tính 4 cộng 5 bằng 9", "nháp"]
+    refs = [r["reference_explanation"] for r in SCORED_ROWS]
+    bleu = M.bleu(refs, reasonings, samples=150, confidence=0.8, seed=3)
+    assert (out["bleu"], out["bleu_lo"], out["bleu_hi"]) == (bleu["bleu"], bleu["bleu_lo"], bleu["bleu_hi"])
+    assert out["bleu_seed"] == bleu["bleu"] and out["bleu_signature"] == bleu["bleu_signature"]
+    assert out["rouge_tokenizer"] == "vi-syllable-nfc-lower-v1"
+    assert out["rougeL_f"] == pytest.approx((12 / 13 + 2 / 3 + 0) / 3)
+    assert out["rouge1_f_seed"] == M.rouge_seed(refs, reasonings)[0]["rouge1_f"]
+
+
+def test_headline_cuts_each_block_and_keeps_the_delta_whole():
+    from vigsm.scoring import HEADLINE_KEYS, headline
+
+    out, _ = score_variant(SCORED_ROWS, SP)
+    delta = {"exact_match_flexible": 0.1, "exact_match_flexible_mcnemar_p": 0.03}
+    cut = headline({"base": out, "finetuned": out, "delta": delta})
+    assert list(cut) == ["base", "finetuned", "delta"] and cut["delta"] == delta and cut["delta"] is not delta
+    assert cut["base"] == {k: out[k] for k in HEADLINE_KEYS}
+    assert "exact_match_seed" not in cut["finetuned"] and "rouge1_p" not in cut["finetuned"]
+
+
+def _test_split():
+    return [{"id": f"test-{i}", "question": f"q{i}", "explanation": f"vì {i}", "answer": str(i),
+             "completion": [{"role": "assistant", "content": f"vì {i}\n### {i}"}]} for i in range(3)]
+
+
+def test_load_predictions_joins_the_references(tmp_path):
+    from vigsm.io import write_jsonl
+    from vigsm.scoring import load_predictions
+
+    preds = tmp_path / "p.jsonl"
+    write_jsonl(preds, [{"id": "test-2", "raw": "### 2", "extra": 1}, {"id": "test-0", "raw": ""}])
+    assert load_predictions(preds, _test_split()) == [
+        {"id": "test-2", "raw": "### 2", "question": "q2", "reference": "vì 2\n### 2", "reference_explanation": "vì 2",
+         "reference_answer": "2"},
+        {"id": "test-0", "raw": "", "question": "q0", "reference": "vì 0\n### 0", "reference_explanation": "vì 0",
+         "reference_answer": "0"}]
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([], "{p}: no predictions"),
+    ([{"raw": "1"}], "{p}:1: missing field 'id'"),
+    ([{"id": "test-0", "raw": "1"}, {"id": "test-1"}], "{p}:2: missing field 'raw'"),
+    ([{"id": "test-1", "raw": "1"}, {"id": "train-0", "raw": "1"}],
+     "{p}:2: id 'train-0' is not in the prepared test split; these predictions come from other data (rerun generate)"),
+    ([{"id": "test-0", "raw": "1"}, {"id": "test-1", "raw": "1"}, {"id": "test-0", "raw": "2"}],
+     "{p}:3: duplicate id 'test-0'"),
+    ([{"id": "test-0", "raw": None}], "{p}:1: field 'raw' must be a string"),
+])
+def test_load_predictions_rejects(tmp_path, rows, message):
+    from vigsm.errors import VigsmError
+    from vigsm.io import write_jsonl
+    from vigsm.scoring import load_predictions
+
+    preds = tmp_path / "p.jsonl"
+    write_jsonl(preds, rows)
+    with pytest.raises(VigsmError) as err:
+        load_predictions(preds, _test_split())
+    assert str(err.value) == message.format(p=preds)
