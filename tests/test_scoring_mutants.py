@@ -165,3 +165,52 @@ def test_load_predictions_rejects(tmp_path, rows, message):
     with pytest.raises(VigsmError) as err:
         load_predictions(preds, _test_split())
     assert str(err.value) == message.format(p=preds)
+
+
+def test_report_text_outside_the_table():
+    """The report's every line but the table's rows, for a fine-tuned and a base variant with a difference;
+    a long reasoning is cut at 1,500 characters and an empty one is shown as "(empty)"."""
+    sp = ScoreParams(confidence=0.9, bootstrap_samples=100, seed=0, report_examples=2)
+    long = "x" * 1600
+    rows = {"finetuned": [{**SCORED_ROWS[0], "raw": long + "\n### 3"}, {**SCORED_ROWS[1], "raw": "### 4"},
+                          SCORED_ROWS[2]],
+            "base": [{**r, "raw": "không biết"} for r in SCORED_ROWS]}
+    scores, per_q = {}, {}
+    for v in rows:
+        scores[v], per_q[v] = score_variant(rows[v], sp)
+    delta = compare_variants(per_q["base"], per_q["finetuned"], sp)
+    text = render_report(scores, rows, per_q, sp, delta, examples_of="finetuned")
+    assert text.endswith("\n") and not text.endswith("\n\n\n")
+    lines = text.split("\n")
+    table = [i for i, line in enumerate(lines) if line.startswith("| ") and not line.startswith("| metric")]
+    assert len(table) == 11 and table == list(range(table[0], table[0] + 11))
+    signature = scores["finetuned"]["bleu_signature"]
+    p = f"{delta['exact_match_flexible_mcnemar_p']:.3g}"
+    lo, hi = (f"{100 * delta[k]:.1f}" for k in ("exact_match_flexible_lo", "exact_match_flexible_hi"))
+    assert [line for i, line in enumerate(lines) if i not in table] == [
+        "# Evaluation report", "",
+        "Questions scored: finetuned 3, base 3. Intervals are 90% (Wilson for exact match, bootstrap over "
+        "questions for BLEU).", "",
+        "| metric | finetuned | base |", "|---|---|---|",
+        "", f"ROUGE tokenizer: `vi-syllable-nfc-lower-v1`; BLEU signature: `{signature}`.", "",
+        "## Did fine-tuning help?", "",
+        f"Finetuned minus base, flexible EM: 66.7 points [{lo}, {hi}] (paired bootstrap), McNemar p = {p}. "
+        + ("The interval excludes 0." if float(lo) > 0 else "The interval includes 0: no evidence of a change."), "",
+        "## Right answers (finetuned)", "",
+        "### test-0", "", "**Question:** q0", "", "**Reference:** 3", "", "**Model's reasoning:**", "",
+        "```text", "x" * 1500, "```", "", "**Extracted answer:** strict `3`, flexible `3`", "",
+        "### test-2", "", "**Question:** q2", "", "**Reference:** 8", "", "**Model's reasoning:**", "",
+        "```text", "nháp", "```", "", "**Extracted answer:** strict `8`, flexible `8`", "",
+        "## Wrong answers (finetuned)", "",
+        "### test-1", "", "**Question:** q1", "", "**Reference:** 9", "", "**Model's reasoning:**", "",
+        "```text", "(empty)", "```", "", "**Extracted answer:** strict `4`, flexible `4`", "", ""]
+
+
+def test_report_of_one_variant_with_no_wrong_answer():
+    rows = {"base": _rows([True, True])}
+    scores, per_q = {}, {}
+    scores["base"], per_q["base"] = score_variant(rows["base"], SP)
+    text = render_report(scores, rows, per_q, SP, None, examples_of="base")
+    assert text.startswith("# Evaluation report\n\nQuestions scored: base 2. Intervals are 95% ")
+    assert "\n| metric | base |\n|---|---|\n" in text
+    assert text.endswith("\n## Wrong answers (base)\n\n(none)\n\n")
