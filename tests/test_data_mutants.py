@@ -56,3 +56,61 @@ def test_length_percentiles():
     assert stats == pytest.approx({"q_p50": 6, "q_p90": 10, "q_p99": 10.9, "q_max": 11})
     assert length_stats(["một hai ba"], "one") == {"one_p50": 3, "one_p90": 3, "one_p99": 3, "one_max": 3}
     assert length_stats([], "none") == {}
+
+
+def test_clean_split_on_literal_rows():
+    from vigsm.data import clean_split
+
+    rows = [{"index": 7, "question": "  Lan có 2 bút? ", "explanation": " 2 + 0 = 2 ", "answer": "2"},
+            {"index": 8, "question": None, "explanation": "x", "answer": "1"},
+            {"index": 9, "question": "   ", "explanation": "x", "answer": "1"},
+            {"index": 10, "question": "Q10", "explanation": None, "answer": None},
+            {"index": 11, "question": "Q11", "explanation": "y", "answer": "không biết"},
+            {"index": 12, "question": "Q12", "explanation": None, "answer": 1000}]
+    kept, skipped = clean_split(rows, "train")
+    assert kept == [{"id": "train-7", "index": 7, "question": "Lan có 2 bút?", "explanation": "2 + 0 = 2",
+                     "answer": "2"},
+                    {"id": "train-12", "index": 12, "question": "Q12", "explanation": "", "answer": "1000"}]
+    assert skipped == {"empty_question": 2, "answer_without_number": 2}
+
+
+def test_clean_split_errors_name_the_record():
+    from vigsm.data import clean_split
+
+    good = {"index": 1, "question": "Q", "explanation": "", "answer": "1"}
+    with pytest.raises(VigsmError) as err:
+        clean_split([good, {"index": 2, "question": "Q"}], "test")
+    assert str(err.value) == ("test record 2: test record missing field 'explanation' "
+                              "(need index, question, explanation, answer)")
+    with pytest.raises(VigsmError) as err:
+        clean_split([good, good], "train", locate=lambda i: f"train.jsonl:{i + 1}")
+    assert str(err.value) == "train.jsonl:2: train record with duplicate index '1'"
+
+
+def test_question_key_ignores_case_and_spacing_only():
+    from vigsm.data import question_key
+
+    assert question_key("  Lan CÓ\t2  bút? ") == "lan có 2 bút?"
+    assert question_key("Lan có 2 bút?") != question_key("Lan có 3 bút?")
+
+
+def test_to_record_is_a_conversation():
+    from types import SimpleNamespace
+
+    from vigsm.data import to_record
+
+    row = {"id": "train-1", "question": "1+1?", "explanation": "1 + 1 = 2", "answer": "2"}
+    params = SimpleNamespace(target_template=["{explanation}", "### {answer}"])
+    assert to_record(row, params, "Bạn là trợ lý.") == {
+        **row,
+        "prompt": [{"role": "system", "content": "Bạn là trợ lý."}, {"role": "user", "content": "1+1?"}],
+        "completion": [{"role": "assistant", "content": "1 + 1 = 2\n### 2"}]}
+    with pytest.raises(VigsmError) as err:
+        to_record(row, SimpleNamespace(target_template=["{reasoning}"]), "")
+    assert str(err.value) == ("params: data.target_template: unknown field 'reasoning'; use {explanation} and "
+                              "{answer}")
+
+
+def test_length_percentiles_of_two():
+    assert length_stats(["một", "một hai ba"], "q") == pytest.approx(
+        {"q_p50": 2, "q_p90": 2.8, "q_p99": 2.98, "q_max": 3})
