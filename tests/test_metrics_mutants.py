@@ -70,18 +70,24 @@ def _reference_percentile_bootstrap(a, b, samples, confidence, seed):
     n, rng = len(diffs), random.Random(seed)
     boots = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
     alpha = (1 - confidence) / 2
-    return boots[math.floor(alpha * (samples - 1))], boots[math.ceil((1 - alpha) * (samples - 1))]
+    return boots[math.floor(alpha * (samples - 1))], boots[math.ceil((1 - alpha) * (samples - 1))], boots
+
+
+# 60 paired questions: their resample means are spread enough that the extreme ones below are distinct
+PAIRED_A = [c == "1" for c in "001101011000100100001000111000101001010011011010100111001000"]
+PAIRED_B = [c == "1" for c in "010011111111001100000011010001011000010100101101011011010100"]
 
 
 @pytest.mark.parametrize("samples", [40, 41, 200])
 def test_paired_bootstrap_is_the_percentile_bootstrap(samples):
     """41 resamples at 95%: alpha (B - 1) = 1 exactly, so the bounds are the 2nd smallest and the 2nd largest
-    (off-by-one index arithmetic moves them); 40: the smallest and the largest."""
-    a = [True, False, False, True, False, True, False, False, True, False, True, False]
-    b = [True, True, False, False, True, True, True, False, True, True, False, False]
-    res = M.paired_bootstrap(a, b, samples=samples, confidence=0.95, seed=11)
-    assert (res["delta_lo"], res["delta_hi"]) == _reference_percentile_bootstrap(a, b, samples, 0.95, 11)
-    assert res["delta_lo"] < res["delta_hi"]
+    resample means; 40: the smallest and the largest. An off-by-one in the index arithmetic moves them."""
+    res = M.paired_bootstrap(PAIRED_A, PAIRED_B, samples=samples, confidence=0.95, seed=0)
+    lo, hi, boots = _reference_percentile_bootstrap(PAIRED_A, PAIRED_B, samples, 0.95, 0)
+    assert (res["delta_lo"], res["delta_hi"]) == (lo, hi)
+    if samples in (40, 41):
+        assert boots[0] < boots[1] and boots[-2] < boots[-1]  # so an index shifted by one shows
+        assert (lo, hi) == ((boots[0], boots[-1]) if samples == 40 else (boots[1], boots[-2]))
 
 
 def test_bootstrap_defaults_are_1000_samples_at_95_percent_seeded_0():
@@ -89,7 +95,7 @@ def test_bootstrap_defaults_are_1000_samples_at_95_percent_seeded_0():
     b = [True, True, False, False, True, True, True, False, True, True] * 3
     assert M.paired_bootstrap(a, b) == M.paired_bootstrap(a, b, samples=1000, confidence=0.95, seed=0)
     assert (M.paired_bootstrap(a, b)["delta_lo"], M.paired_bootstrap(a, b)["delta_hi"]) == \
-        _reference_percentile_bootstrap(a, b, 1000, 0.95, 0)
+        _reference_percentile_bootstrap(a, b, 1000, 0.95, 0)[:2]
     assert M.bleu(REFS, HYPS) == M.bleu(REFS, HYPS, samples=1000, confidence=0.95, seed=0)
     assert M.bleu(REFS, HYPS, seed=5) == M.bleu(REFS, HYPS, seed=5)  # seeded, so repeatable
 
