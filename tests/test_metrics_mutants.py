@@ -91,8 +91,8 @@ def test_paired_bootstrap_is_the_percentile_bootstrap(samples):
 
 
 def test_bootstrap_defaults_are_1000_samples_at_95_percent_seeded_0():
-    a = [True, False, False, True, False, True, False, False, True, False] * 3
-    b = [True, True, False, False, True, True, True, False, True, True] * 3
+    a, b = PAIRED_A, PAIRED_B
+    assert M.paired_bootstrap(a, b, seed=1) != M.paired_bootstrap(a, b, seed=0)
     assert M.paired_bootstrap(a, b) == M.paired_bootstrap(a, b, samples=1000, confidence=0.95, seed=0)
     assert (M.paired_bootstrap(a, b)["delta_lo"], M.paired_bootstrap(a, b)["delta_hi"]) == \
         _reference_percentile_bootstrap(a, b, 1000, 0.95, 0)[:2]

@@ -58,20 +58,47 @@ def test_report_says_when_the_interval_includes_zero():
     same = [True, False] * 10
     text = _report(same, same)
     assert "Finetuned minus base, flexible EM: 0.0 points [0.0, 0.0]" in text
-    assert "The interval includes 0: no evidence of a change." in text and "excludes 0" not in text
+    assert "Finetuned minus base, flexible EM: 0.0 points [0.0, 0.0] (paired bootstrap), McNemar p = 1. " \
+        "The interval includes 0: no evidence of a change." in text.split("\n")
+    assert "excludes 0" not in text
 
 
 def test_compare_variants_uses_the_score_params():
     from vigsm import metrics as M
 
-    sp = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
-    base_right = [True, False, False, True, False, True, False, False, True, False, True, False]
-    tuned_right = [True, True, False, False, True, True, True, False, True, True, False, False]
+    sp = ScoreParams(confidence=0.8, bootstrap_samples=100, seed=4, report_examples=1)
+    # 60 questions, so the interval moves with the number of resamples, the confidence and the seed
+    base_right = [c == "1" for c in "001101011000100100001000111000101001010011011010011100100000"]
+    tuned_right = [c == "1" for c in "010011111111001100000011010001011000010100101101011011010100"]
     delta = compare_variants(_per_question(base_right), _per_question(tuned_right), sp)
-    ref = M.paired_bootstrap(base_right, tuned_right, samples=150, confidence=0.8, seed=3)
+    ref = M.paired_bootstrap(base_right, tuned_right, samples=100, confidence=0.8, seed=4)
     assert (delta["exact_match_flexible_lo"], delta["exact_match_flexible_hi"]) == (ref["delta_lo"], ref["delta_hi"])
     assert delta["exact_match_flexible_mcnemar_p"] == ref["mcnemar_p"]
     assert (delta["exact_match_strict_lo"], delta["exact_match_strict_hi"]) == (ref["delta_lo"], ref["delta_hi"])
+    for other in (dict(samples=1000, confidence=0.8, seed=4), dict(samples=100, confidence=0.95, seed=4),
+                  dict(samples=100, confidence=0.8, seed=0)):
+        moved = M.paired_bootstrap(base_right, tuned_right, **other)
+        assert (moved["delta_lo"], moved["delta_hi"]) != (ref["delta_lo"], ref["delta_hi"]), other
+
+
+def test_score_variant_bleu_interval_uses_the_score_params():
+    from vigsm import metrics as M
+
+    refs = ["Natalia đã bán 24 kẹp trong tháng 5.", "Janet bán 9 quả trứng mỗi ngày.", "Tổng cộng 72 kẹp.",
+            "Mỗi giờ cô ấy kiếm được 12 đô la.", "Vậy cần thêm 5 quả táo."] * 6
+    hyps = ["Natalia đã bán 24 kẹp trong tháng năm.", "Janet bán 9 quả trứng.", "Tổng 72 kẹp.",
+            "Cô ấy kiếm 12 đô la mỗi giờ.", "Cần thêm 5 quả táo nữa."] * 6
+    rows = [{"id": f"test-{i}", "raw": f"{h}\n### {i}", "question": "q", "reference": f"{r}\n### {i}",
+             "reference_explanation": r, "reference_answer": str(i)}
+            for i, (r, h) in enumerate(zip(refs, hyps, strict=True))]
+    sp = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
+    out, _ = score_variant(rows, sp)
+    ref = M.bleu(refs, hyps, samples=150, confidence=0.8, seed=3)
+    assert (out["bleu_lo"], out["bleu_hi"]) == (ref["bleu_lo"], ref["bleu_hi"])
+    for other in (dict(samples=1000, confidence=0.8, seed=3), dict(samples=150, confidence=0.95, seed=3),
+                  dict(samples=150, confidence=0.8, seed=0)):
+        moved = M.bleu(refs, hyps, **other)
+        assert (moved["bleu_lo"], moved["bleu_hi"]) != (ref["bleu_lo"], ref["bleu_hi"]), other
 
 
 # Three predictions: right with a unit after the marker, right only by the flexible rule (no marker), and
