@@ -2,6 +2,7 @@
 #   make offline   install, then run the whole pipeline on the embedded default (CPU, offline; README
 #                  'Offline' gives the measured time)
 #   make test      install, then run the test suite
+# and, for maintainers, `make mutate`: mutation testing of the pure modules (docs/mutation.md).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,7 +29,7 @@ OFFLINE := -S data.source=sample \
 # The headline columns of `dvc exp show`, without a pager (rl.*: the RL variant and delta_rl, RL minus SFT, where rl.steps > 0).
 SHOW := dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|.*exact_match_flexible(_lo|_hi)?$$|.*exact_match_strict$$|perplexity|finetuned.rougeL_f$$|finetuned.bleu$$|^rl.steps$$|rl.rougeL_f$$|delta_rl.exact_match_flexible_mcnemar_p$$|reward_last$$'
 
-.PHONY: install offline show test lint
+.PHONY: install offline show test lint mutate
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -54,3 +55,25 @@ test: install
 
 lint: install
 	$(PY) -m ruff check src stages tests benchmarks
+
+# Mutation testing (mutmut, configured in pyproject.toml; results in docs/mutation.md): one module at a
+# time, each mutant run against the tests among the modules' own files that execute its function; the
+# counts per status and the surviving mutants' names follow each module (`mutmut show NAME` for a diff).
+# Narrow or bound it: make mutate MUTATE_MODULES="answers stopping" MUTATE_CHILDREN=1 MUTATE_TIMEOUT=600
+MUTATE_MODULES ?= answers notation metrics scoring config data lengths stopping
+MUTATE_CHILDREN ?= 2
+MUTATE_TIMEOUT ?= 3600
+
+$(VENV)/.mutate-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[mutate]'
+	touch $@
+
+mutate: $(VENV)/.mutate-installed
+	@mkdir -p mutants
+	@set -e; for m in $(MUTATE_MODULES); do \
+	  echo "== vigsm.$$m (log: mutants/run-$$m.log)"; \
+	  timeout $(MUTATE_TIMEOUT) mutmut run --max-children $(MUTATE_CHILDREN) "vigsm.$$m.*" \
+	    > mutants/run-$$m.log 2>&1 || { tail -c 2000 mutants/run-$$m.log; exit 1; }; \
+	  mutmut results --all true | grep -F " vigsm.$$m." | sed 's/.*: //' | sort | uniq -c; \
+	  mutmut results | grep -F " vigsm.$$m." || true; \
+	done

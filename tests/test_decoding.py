@@ -357,3 +357,36 @@ def test_forced_lengths_give_each_row_its_length(varied_model_dir, static):
     assert [len(got[i][0]) for i in range(len(ids))] == [min(n, 40) for n in lengths]
     assert [got[i][1] for i in range(len(ids))] == ["eos" if n <= 40 else "max_new_tokens" for n in lengths]
     assert all(len(set(got[i][0])) == len(got[i][0]) for i in got)  # no token repeats in a row
+
+
+def _schedule(lengths, slots, refill_at):
+    """(forward steps, prefills) of the refill rule on rows of known lengths: rows waiting in order, a prefill
+    whenever no row runs or at least ``refill_at`` slots are free, one token per running row a step."""
+    waiting, running, steps, prefills = list(lengths), [], 0, 0
+    while waiting or running:
+        free = slots - len(running)
+        if waiting and (not running or free >= refill_at):
+            running += waiting[:free]
+            waiting = waiting[free:]
+            prefills += 1
+        steps += 1
+        running = [n - 1 for n in running if n > 1]
+    return steps, prefills
+
+
+def test_free_slots_are_refilled_once_a_quarter_is_free(varied_model_dir):
+    """With up to 7 slots a single free slot is refilled at the next step (slots // 4 rounds to 0, so at
+    least 1); with 8 slots it waits for 2. Each step spends one row-step per running row, never more."""
+    from vigsm.modeling import load_with_adapter
+
+    model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), None)
+    ids = _prompt_ids(tok) * 2  # 14 prompts
+    _with_varied_ends(model, tok, ids[:7])
+    lengths = [len(t) for t in _slots(model, tok, ids, len(ids))[0]]
+    assert len(set(lengths)) >= 4
+    for slots, refill_at in ((2, 1), (3, 1), (7, 1), (8, 2)):
+        _, stats, _ = _slots(model, tok, ids, slots)
+        assert (stats.forward_steps, stats.prefills) == _schedule(lengths, slots, refill_at), slots
+        assert stats.row_steps == stats.new_tokens == sum(lengths)
+    # refilling only when every slot is free would take more steps: the rule above is what saves them
+    assert _schedule(lengths, 3, 1)[0] < _schedule(lengths, 3, 3)[0]
