@@ -8,8 +8,8 @@ from vigsm.errors import VigsmError, run_cli
 from vigsm.io import read_jsonl, write_json, write_jsonl, write_text
 from vigsm.scoring import (
     check_coverage,
-    headline,
     load_predictions,
+    metrics_subset,
     paired_deltas,
     render_report,
     report_variant,
@@ -54,7 +54,7 @@ def main() -> None:
     for name in variants:
         write_jsonl(args.per_question_dir / f"{name}.jsonl", per_q[name])
     write_json(args.details, out)
-    write_json(args.metrics, headline(out))
+    write_json(args.metrics, metrics_subset(out))
     write_text(args.report, render_report(scores, rows, per_q, score_p, deltas.get("delta"),
                                           examples_of=report_variant(list(scores)), delta_rl=deltas.get("delta_rl")))
     for name, s in scores.items():

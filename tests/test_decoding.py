@@ -233,16 +233,16 @@ def test_partial_gains_a_line_per_answer_and_resumes_per_question(varied_model_d
 
     s, records = tiny
     rows = records["test"][:7]
-    gp = dataclasses.replace(s["generate"], batch_size=3, max_new_tokens=MAX_NEW)
-    mp = _model_params(varied_model_dir / "base")
-    model, tok = load_with_adapter(mp, None)
+    gen_p = dataclasses.replace(s["generate"], batch_size=3, max_new_tokens=MAX_NEW)
+    model_p = _model_params(varied_model_dir / "base")
+    model, tok = load_with_adapter(model_p, None)
     from vigsm.modeling import chat_prompt_ids
 
     ids = [chat_prompt_ids(tok, r["prompt"]) for r in rows]
     _with_varied_ends(model, tok, ids)
-    fp = gen.fingerprint(mp, gp, rows, None)
+    fp = gen.fingerprint(model_p, gen_p, rows, None)
     full = tmp_path / "full.jsonl"
-    info = gen.run_generation(model, tok, rows, gp, full, fp)
+    info = gen.run_generation(model, tok, rows, gen_p, full, fp)
     assert info["questions"] == 7 and info["row_steps"] == info["new_tokens"] > 0
     # A prediction holds what generate knows, and nothing score derives (references, reasoning, answers).
     preds = [json.loads(line) for line in full.read_text().splitlines()]
@@ -265,11 +265,11 @@ def test_partial_gains_a_line_per_answer_and_resumes_per_question(varied_model_d
 
     monkeypatch.setattr(gen, "make_row", make_row_then_die)
     with pytest.raises(KeyboardInterrupt):
-        gen.run_generation(model, tok, rows, gp, out, fp)
+        gen.run_generation(model, tok, rows, gen_p, out, fp)
     assert not out.exists()
     assert set(gen.read_partial(partial, fp)) == set(made) and len(made) == 4
     monkeypatch.setattr(gen, "make_row", real_make_row)
-    info = gen.run_generation(model, tok, rows, gp, out, fp)
+    info = gen.run_generation(model, tok, rows, gen_p, out, fp)
     assert info["resumed"] == 4 and info["questions"] == 7
     assert out.read_bytes() == full.read_bytes()
     assert not partial.exists()

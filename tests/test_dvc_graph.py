@@ -162,13 +162,13 @@ def test_generate_fingerprint_hashes_exactly_the_keys_generate_reads():
     from vigsm.config import load_section
     from vigsm.generation import MODEL_KEYS, fingerprint
 
-    mp, gp = load_section("model", path=SHIPPED_PARAMS), load_section("generate", path=SHIPPED_PARAMS)
+    model_p, gen_p = load_section("model", path=SHIPPED_PARAMS), load_section("generate", path=SHIPPED_PARAMS)
     rows = [{"id": "q1", "prompt": [{"role": "user", "content": "1 + 1?"}]}]
-    fp = fingerprint(mp, gp, rows, None)
-    assert fingerprint(dataclasses.replace(mp, max_seq_length=mp.max_seq_length + 1), gp, rows, None) == fp
-    changed = {"name": "other/model", "revision": "v2", "gguf_file": "x.gguf", "load_in_4bit": not mp.load_in_4bit,
-               "dtype": "float32", "trust_remote_code": not mp.trust_remote_code}
+    fp = fingerprint(model_p, gen_p, rows, None)
+    assert fingerprint(dataclasses.replace(model_p, max_seq_length=model_p.max_seq_length + 1), gen_p, rows, None) == fp
+    changed = {"name": "other/model", "revision": "v2", "gguf_file": "x.gguf", "load_in_4bit": not model_p.load_in_4bit,
+               "dtype": "float32", "trust_remote_code": not model_p.trust_remote_code}
     assert set(changed) == set(MODEL_KEYS)
     for key, value in changed.items():
-        assert fingerprint(dataclasses.replace(mp, **{key: value}), gp, rows, None) != fp, key
-    assert fingerprint(mp, dataclasses.replace(gp, max_new_tokens=gp.max_new_tokens + 1), rows, None) != fp
+        assert fingerprint(dataclasses.replace(model_p, **{key: value}), gen_p, rows, None) != fp, key
+    assert fingerprint(model_p, dataclasses.replace(gen_p, max_new_tokens=gen_p.max_new_tokens + 1), rows, None) != fp

@@ -24,14 +24,14 @@ def _adapter(path, weights: bytes):
 
 
 def test_another_adapter_makes_the_partial_file_stale(tmp_path):
-    mp, gp = _sections(tmp_path)
+    model_p, gen_p = _sections(tmp_path)
     a = _adapter(tmp_path / "a", b"\x00\x01")
     b = _adapter(tmp_path / "b", b"\x00\x02")  # the same files, other weights
-    fp_a, fp_b = fingerprint(mp, gp, ROWS, a), fingerprint(mp, gp, ROWS, b)
-    assert len({fp_a, fp_b, fingerprint(mp, gp, ROWS, None)}) == 3
-    assert fingerprint(mp, gp, ROWS, _adapter(tmp_path / "copy", b"\x00\x01")) == fp_a  # same files, same run
+    fp_a, fp_b = fingerprint(model_p, gen_p, ROWS, a), fingerprint(model_p, gen_p, ROWS, b)
+    assert len({fp_a, fp_b, fingerprint(model_p, gen_p, ROWS, None)}) == 3
+    assert fingerprint(model_p, gen_p, ROWS, _adapter(tmp_path / "copy", b"\x00\x01")) == fp_a  # same files, same run
     (a / "adapter_model.safetensors").rename(a / "renamed.safetensors")
-    assert fingerprint(mp, gp, ROWS, a) != fp_a  # file names count too
+    assert fingerprint(model_p, gen_p, ROWS, a) != fp_a  # file names count too
     partial = tmp_path / "preds.jsonl.partial"
     partial.write_text(json.dumps({"fingerprint": fp_b}) + "\n" + json.dumps({"id": "test-0", "raw": "2"}) + "\n")
     assert read_partial(partial, fp_b) == {"test-0": {"id": "test-0", "raw": "2"}}
@@ -39,11 +39,11 @@ def test_another_adapter_makes_the_partial_file_stale(tmp_path):
 
 
 def test_fingerprint_reads_the_prompts_and_settings(tmp_path):
-    mp, gp = _sections(tmp_path)
-    fp = fingerprint(mp, gp, ROWS, None)
-    assert fingerprint(mp, gp, list(ROWS), None) == fp
-    assert fingerprint(mp, gp, ROWS[:1], None) != fp
-    assert fingerprint(mp, gp, [ROWS[1], ROWS[0]], None) != fp
+    model_p, gen_p = _sections(tmp_path)
+    fp = fingerprint(model_p, gen_p, ROWS, None)
+    assert fingerprint(model_p, gen_p, list(ROWS), None) == fp
+    assert fingerprint(model_p, gen_p, ROWS[:1], None) != fp
+    assert fingerprint(model_p, gen_p, [ROWS[1], ROWS[0]], None) != fp
     mp2, gp2 = _sections(tmp_path, generate={"max_new_tokens": 13})
     assert fingerprint(mp2, gp2, ROWS, None) != fp
     mp3, gp3 = _sections(tmp_path, model={"max_seq_length": 1024})  # read by training only

@@ -124,8 +124,8 @@ def _rl_raw() -> dict:
 
 
 def test_rl_defaults_parse_and_steps_zero_is_the_default():
-    rp = parse_section("rl", _rl_raw(), SECTIONS["rl"])
-    assert isinstance(rp, RLParams) and rp.steps == 0
+    rl_p = parse_section("rl", _rl_raw(), SECTIONS["rl"])
+    assert isinstance(rl_p, RLParams) and rl_p.steps == 0
     assert set(_rl_raw()) == {"steps", "learning_rate", "num_generations", "prompts_per_step", "max_completion_length",
                               "temperature", "beta", "loss_type", "reward", "format_reward", "logging_steps",
                               "save_steps", "seed"}
@@ -175,9 +175,9 @@ def test_grpo_config_takes_every_step_in_one_generation_batch(tmp_path):
 
     params = shipped_params()
     sec = {k: parse_section(k, params[k], SECTIONS[k]) for k in ("model", "lora")}
-    rp = parse_section("rl", {**_rl_raw(), "steps": 3, "num_generations": 3, "prompts_per_step": 5, "beta": 0.04,
+    rl_p = parse_section("rl", {**_rl_raw(), "steps": 3, "num_generations": 3, "prompts_per_step": 5, "beta": 0.04,
                               "loss_type": "dr_grpo"}, SECTIONS["rl"])
-    args = grpo_config(rp, sec["model"], True, tmp_path)
+    args = grpo_config(rl_p, sec["model"], True, tmp_path)
     assert args.gradient_checkpointing is True  # as resolved (vigsm.memory), never the raw "auto"
     assert (args.per_device_train_batch_size, args.generation_batch_size, args.steps_per_generation) == (15, 15, 1)
     assert (args.num_generations, args.max_steps, args.beta, args.loss_type, args.use_vllm) == (3, 3, 0.04, "dr_grpo",
@@ -193,20 +193,20 @@ def test_rl_resumes_only_a_checkpoint_of_the_same_run(tmp_path):
     from vigsm.training import resume_checkpoint
 
     params = shipped_params()
-    mp, lp = (parse_section(k, params[k], SECTIONS[k]) for k in ("model", "lora"))
-    rp = parse_section("rl", {**_rl_raw(), "steps": 10}, SECTIONS["rl"])
+    model_p, lora_p = (parse_section(k, params[k], SECTIONS[k]) for k in ("model", "lora"))
+    rl_p = parse_section("rl", {**_rl_raw(), "steps": 10}, SECTIONS["rl"])
     train, adapter = tmp_path / "train.jsonl", tmp_path / "adapter"
     train.write_text('{"id": "a"}\n')
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"sft weights")
-    fp = rl_fingerprint(mp, lp, rp, train, adapter)
+    fp = rl_fingerprint(model_p, lora_p, rl_p, train, adapter)
     # what does not shape the RL run leaves the fingerprint alone; what does changes it
-    assert rl_fingerprint(dataclasses.replace(mp, max_seq_length=64), dataclasses.replace(lp, r=4), rp, train,
-                          adapter) == fp
-    assert rl_fingerprint(mp, lp, dataclasses.replace(rp, learning_rate=1e-5), train, adapter) != fp
-    assert rl_fingerprint(mp, dataclasses.replace(lp, gradient_checkpointing=not lp.gradient_checkpointing), rp,
-                          train, adapter) != fp
-    assert rl_fingerprint(dataclasses.replace(mp, dtype="float16"), lp, rp, train, adapter) != fp
+    assert rl_fingerprint(dataclasses.replace(model_p, max_seq_length=64), dataclasses.replace(lora_p, r=4), rl_p,
+                          train, adapter) == fp
+    assert rl_fingerprint(model_p, lora_p, dataclasses.replace(rl_p, learning_rate=1e-5), train, adapter) != fp
+    flipped = dataclasses.replace(lora_p, gradient_checkpointing=not lora_p.gradient_checkpointing)
+    assert rl_fingerprint(model_p, flipped, rl_p, train, adapter) != fp
+    assert rl_fingerprint(dataclasses.replace(model_p, dtype="float16"), lora_p, rl_p, train, adapter) != fp
 
     ckpt = tmp_path / "ckpt"
     assert resume_checkpoint(ckpt, fp) is None
@@ -221,7 +221,7 @@ def test_rl_resumes_only_a_checkpoint_of_the_same_run(tmp_path):
     assert not (ckpt / "checkpoint-6").exists()
     # a new SFT adapter (SFT params changed) is another run: its checkpoints are wiped, nothing resumes
     (adapter / "adapter_model.safetensors").write_bytes(b"new sft weights")
-    assert resume_checkpoint(ckpt, rl_fingerprint(mp, lp, rp, train, adapter)) is None
+    assert resume_checkpoint(ckpt, rl_fingerprint(model_p, lora_p, rl_p, train, adapter)) is None
     assert not (ckpt / "checkpoint-4").exists()
 
 
@@ -473,9 +473,9 @@ def test_rl_learns_from_a_reward_with_spread(project, tmp_path, monkeypatch):
     by_length.__name__ = "by_length"
     monkeypatch.setattr(rl_mod, "reward_functions", lambda mode, weight, group: ([by_length], [1.0]))
     params = project / "params.yaml"
-    mp, lp = load_section("model", path=params), load_section("lora", path=params)
-    rp = dataclasses.replace(load_section("rl", path=params), **{**RL_ON, "steps": 1, "temperature": 2.0})
-    m = rl_mod.run_rl(mp, lp, rp, project / "data/prepared/train.jsonl", project / "models/adapter",
+    model_p, lora_p = load_section("model", path=params), load_section("lora", path=params)
+    rl_p = dataclasses.replace(load_section("rl", path=params), **{**RL_ON, "steps": 1, "temperature": 2.0})
+    m = rl_mod.run_rl(model_p, lora_p, rl_p, project / "data/prepared/train.jsonl", project / "models/adapter",
                       tmp_path / "out", tmp_path / "ckpt", tmp_path / "rl.json")
     assert m["steps"] == 1 and m["reward_std_last"] > 0
     from safetensors.torch import load_file

@@ -66,11 +66,11 @@ def test_report_says_when_the_interval_includes_zero():
 def test_compare_variants_uses_the_score_params():
     from vigsm import metrics as M
 
-    sp = ScoreParams(confidence=0.8, bootstrap_samples=100, seed=4, report_examples=1)
+    score_p = ScoreParams(confidence=0.8, bootstrap_samples=100, seed=4, report_examples=1)
     # 60 questions, so the interval moves with the number of resamples, the confidence and the seed
     base_right = [c == "1" for c in "001101011000100100001000111000101001010011011010011100100000"]
     tuned_right = [c == "1" for c in "010011111111001100000011010001011000010100101101011011010100"]
-    delta = compare_variants(_per_question(base_right), _per_question(tuned_right), sp)
+    delta = compare_variants(_per_question(base_right), _per_question(tuned_right), score_p)
     ref = M.paired_bootstrap(base_right, tuned_right, samples=100, confidence=0.8, seed=4)
     assert (delta["exact_match_flexible_lo"], delta["exact_match_flexible_hi"]) == (ref["delta_lo"], ref["delta_hi"])
     assert delta["exact_match_flexible_mcnemar_p"] == ref["mcnemar_p"]
@@ -91,8 +91,8 @@ def test_score_variant_bleu_interval_uses_the_score_params():
     rows = [{"id": f"test-{i}", "raw": f"{h}\n### {i}", "question": "q", "reference": f"{r}\n### {i}",
              "reference_explanation": r, "reference_answer": str(i)}
             for i, (r, h) in enumerate(zip(refs, hyps, strict=True))]
-    sp = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
-    out, _ = score_variant(rows, sp)
+    score_p = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
+    out, _ = score_variant(rows, score_p)
     ref = M.bleu(refs, hyps, samples=150, confidence=0.8, seed=3)
     assert (out["bleu_lo"], out["bleu_hi"]) == (ref["bleu_lo"], ref["bleu_hi"])
     for other in (dict(samples=1000, confidence=0.8, seed=3), dict(samples=150, confidence=0.95, seed=3),
@@ -117,8 +117,8 @@ SCORED_ROWS = [
 def test_score_variant_on_literal_predictions():
     from vigsm import metrics as M
 
-    sp = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
-    out, per_q = score_variant(SCORED_ROWS, sp)
+    score_p = ScoreParams(confidence=0.8, bootstrap_samples=150, seed=3, report_examples=1)
+    out, per_q = score_variant(SCORED_ROWS, score_p)
     assert per_q == [
         {"id": "test-0", "reference_answer": "3", "answer_strict": "3", "answer_flexible": "3",
          "correct_strict": True, "correct_flexible": True, "rougeL_f": 0.9231},  # LCS 6 of 7 and 6 words: 12/13
@@ -144,11 +144,11 @@ def test_score_variant_on_literal_predictions():
 
 
 def test_headline_cuts_each_block_and_keeps_the_delta_whole():
-    from vigsm.scoring import HEADLINE_KEYS, headline
+    from vigsm.scoring import HEADLINE_KEYS, metrics_subset
 
     out, _ = score_variant(SCORED_ROWS, SP)
     delta = {"exact_match_flexible": 0.1, "exact_match_flexible_mcnemar_p": 0.03}
-    cut = headline({"base": out, "finetuned": out, "delta": delta})
+    cut = metrics_subset({"base": out, "finetuned": out, "delta": delta})
     assert list(cut) == ["base", "finetuned", "delta"] and cut["delta"] == delta and cut["delta"] is not delta
     assert cut["base"] == {k: out[k] for k in HEADLINE_KEYS}
     assert "exact_match_seed" not in cut["finetuned"] and "rouge1_p" not in cut["finetuned"]
@@ -197,16 +197,16 @@ def test_load_predictions_rejects(tmp_path, rows, message):
 def test_report_text_outside_the_table():
     """The report's every line but the table's rows, for a fine-tuned and a base variant with a difference;
     a long reasoning is cut at 1,500 characters and an empty one is shown as "(empty)"."""
-    sp = ScoreParams(confidence=0.9, bootstrap_samples=100, seed=0, report_examples=2)
+    score_p = ScoreParams(confidence=0.9, bootstrap_samples=100, seed=0, report_examples=2)
     long = "x" * 1600
     rows = {"finetuned": [{**SCORED_ROWS[0], "raw": long + "\n### 3"}, {**SCORED_ROWS[1], "raw": "### 4"},
                           SCORED_ROWS[2]],
             "base": [{**r, "raw": "không biết"} for r in SCORED_ROWS]}
     scores, per_q = {}, {}
     for v in rows:
-        scores[v], per_q[v] = score_variant(rows[v], sp)
-    delta = compare_variants(per_q["base"], per_q["finetuned"], sp)
-    text = render_report(scores, rows, per_q, sp, delta, examples_of="finetuned")
+        scores[v], per_q[v] = score_variant(rows[v], score_p)
+    delta = compare_variants(per_q["base"], per_q["finetuned"], score_p)
+    text = render_report(scores, rows, per_q, score_p, delta, examples_of="finetuned")
     assert text.endswith("\n") and not text.endswith("\n\n\n")
     lines = text.split("\n")
     table = [i for i, line in enumerate(lines) if line.startswith("| ") and not line.startswith("| metric")]

@@ -39,12 +39,13 @@ EMPTY_CURVES = (("reward.tsv", "reward"), ("reward_std.tsv", "reward_std"), ("re
 MODEL_KEYS = ("name", "revision", "gguf_file", "load_in_4bit", "dtype", "trust_remote_code")
 
 
-def rl_fingerprint(mp: ModelParams, lp: LoraParams, rp: RLParams, train_file: Path, sft_adapter: Path) -> str:
+def rl_fingerprint(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, train_file: Path,
+                   sft_adapter: Path) -> str:
     """A digest of what decides the RL trajectory: the model keys read, ``rl``, gradient checkpointing,
     the training prompts and every file of the SFT adapter."""
-    model = {k: v for k, v in as_dict(mp).items() if k in MODEL_KEYS}
+    model = {k: v for k, v in as_dict(model_p).items() if k in MODEL_KEYS}
     files = sorted(p for p in Path(sft_adapter).rglob("*") if p.is_file())
-    return fingerprint([model, as_dict(rp), {"gradient_checkpointing": lp.gradient_checkpointing}],
+    return fingerprint([model, as_dict(rl_p), {"gradient_checkpointing": lora_p.gradient_checkpointing}],
                        Path(train_file), *(part for f in files for part in (f.name, f)))
 
 
@@ -72,39 +73,39 @@ def to_rl_dataset(rows: list[dict], seed: int) -> Any:
     return Dataset.from_list([{"prompt": r["prompt"], "answer": str(r["answer"])} for r in rows]).shuffle(seed=seed)
 
 
-def grpo_config(rp: RLParams, mp: ModelParams, gradient_checkpointing: bool, output_dir: Path) -> Any:
+def grpo_config(rl_p: RLParams, model_p: ModelParams, gradient_checkpointing: bool, output_dir: Path) -> Any:
     """GRPOConfig from the params. One generation batch per optimiser step: the batch is the whole
     step's rows (prompts_per_step x num_generations), so TRL's divisibility rules hold for any valid
     params and every step is on-policy."""
     from trl import GRPOConfig
 
     on_gpu = cuda_available()
-    rows = rp.prompts_per_step * rp.num_generations
+    rows = rl_p.prompts_per_step * rl_p.num_generations
     return GRPOConfig(
         output_dir=str(output_dir),
-        max_steps=rp.steps,
-        learning_rate=rp.learning_rate,
+        max_steps=rl_p.steps,
+        learning_rate=rl_p.learning_rate,
         lr_scheduler_type="constant",  # a few hundred steps: no schedule to tune
         warmup_steps=0,
         per_device_train_batch_size=rows,
         gradient_accumulation_steps=1,
-        num_generations=rp.num_generations,
-        max_completion_length=rp.max_completion_length,
-        temperature=rp.temperature,
+        num_generations=rl_p.num_generations,
+        max_completion_length=rl_p.max_completion_length,
+        temperature=rl_p.temperature,
         top_p=1.0,
         top_k=0,
-        beta=rp.beta,
-        loss_type=rp.loss_type,
+        beta=rl_p.beta,
+        loss_type=rl_p.loss_type,
         num_iterations=1,
-        logging_steps=rp.logging_steps,
+        logging_steps=rl_p.logging_steps,
         save_strategy="steps",
-        save_steps=rp.save_steps,
+        save_steps=rl_p.save_steps,
         save_total_limit=1,
-        seed=rp.seed,
-        data_seed=rp.seed,
+        seed=rl_p.seed,
+        data_seed=rl_p.seed,
         gradient_checkpointing=gradient_checkpointing,
-        bf16=on_gpu and mp.dtype == "bfloat16",
-        fp16=on_gpu and mp.dtype == "float16",
+        bf16=on_gpu and model_p.dtype == "bfloat16",
+        fp16=on_gpu and model_p.dtype == "float16",
         use_vllm=False,
         report_to=[],  # DVCLive is attached as a callback (vigsm.training.dvclive_callback)
         disable_tqdm=False,
@@ -162,7 +163,7 @@ def step_timer_callback() -> Any:
     return StepTimer()
 
 
-def load_policy(mp: ModelParams, lp: LoraParams, rp: RLParams, sft_adapter: Path,
+def load_policy(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, sft_adapter: Path,
                 rows: list[dict]) -> tuple[Any, Any, Choice]:
     """The base (as SFT trained it: 4-bit NF4 where load_in_4bit) with the SFT adapter loaded trainable,
     a left-padding tokenizer (TRL pads prompts on the left for generation), and gradient checkpointing
@@ -174,15 +175,15 @@ def load_policy(mp: ModelParams, lp: LoraParams, rp: RLParams, sft_adapter: Path
     from vigsm.modeling import chat_prompt_ids, check_device, load_model, load_tokenizer, prepare_kbit_base
     from vigsm.weights import resolve_model
 
-    check_device(mp)
+    check_device(model_p)
     if not (Path(sft_adapter) / "adapter_config.json").is_file():
         raise VigsmError(f"{sft_adapter} has no adapter_config.json; run the train stage first (dvc repro train)")
-    source = resolve_model(mp)
-    tok = load_tokenizer(mp, source, padding_side="left")
+    source = resolve_model(model_p)
+    tok = load_tokenizer(model_p, source, padding_side="left")
     longest_prompt = max((len(chat_prompt_ids(tok, r["prompt"])) for r in rows), default=0)
-    choice = choose_batch(mp, lp, rows=rp.prompts_per_step * rp.num_generations,
-                          seq_len=longest_prompt + rp.max_completion_length, backend="peft", source=source)
-    model = prepare_kbit_base(load_model(mp, source), mp, gradient_checkpointing=choice.enabled)
+    choice = choose_batch(model_p, lora_p, rows=rl_p.prompts_per_step * rl_p.num_generations,
+                          seq_len=longest_prompt + rl_p.max_completion_length, backend="peft", source=source)
+    model = prepare_kbit_base(load_model(model_p, source), model_p, gradient_checkpointing=choice.enabled)
     model = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
     return model, tok, choice
 
@@ -211,10 +212,10 @@ def summarise(history: list[dict], steps: list[float], rollout_s: list[float], r
     return out
 
 
-def run_rl(mp: ModelParams, lp: LoraParams, rp: RLParams, train_file: Path, sft_adapter: Path, adapter_out: Path,
-           ckpt_dir: Path, metrics_path: Path, *, live_dir: Path | None = None) -> dict[str, Any]:
+def run_rl(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, train_file: Path, sft_adapter: Path,
+           adapter_out: Path, ckpt_dir: Path, metrics_path: Path, *, live_dir: Path | None = None) -> dict[str, Any]:
     """GRPO from the SFT adapter (resuming a matching killed run), save the RL adapter, write metrics."""
-    if rp.steps == 0:
+    if rl_p.steps == 0:
         return pass_through(adapter_out, metrics_path, live_dir)
     from transformers import set_seed
 
@@ -222,24 +223,24 @@ def run_rl(mp: ModelParams, lp: LoraParams, rp: RLParams, train_file: Path, sft_
     from vigsm.training import drop_pickles, dvclive_callback, resume_checkpoint
 
     rows = read_jsonl(train_file)
-    run_fp = rl_fingerprint(mp, lp, rp, train_file, sft_adapter)
+    run_fp = rl_fingerprint(model_p, lora_p, rl_p, train_file, sft_adapter)
     resume = resume_checkpoint(ckpt_dir, run_fp)
-    set_seed(rp.seed)
-    model, tok, ckpt = load_policy(mp, lp, rp, sft_adapter, rows)
+    set_seed(rl_p.seed)
+    model, tok, ckpt = load_policy(model_p, lora_p, rl_p, sft_adapter, rows)
     eos = tok.eos_token_id
     timer = RolloutTimer(model, eos, tok.pad_token_id)
     steps = step_timer_callback()
     callbacks = [steps] + ([dvclive_callback(live_dir, resume is not None)] if live_dir else [])
-    funcs, weights = reward_functions(rp.reward, rp.format_reward, rp.num_generations)
-    args = grpo_config(rp, mp, ckpt.enabled, ckpt_dir)
+    funcs, weights = reward_functions(rl_p.reward, rl_p.format_reward, rl_p.num_generations)
+    args = grpo_config(rl_p, model_p, ckpt.enabled, ckpt_dir)
     args.reward_weights = weights
-    print(f"[vigsm] GRPO: {rp.steps} steps of {rp.prompts_per_step} prompts x {rp.num_generations} completions "
-          f"(<= {rp.max_completion_length} tokens, temperature {rp.temperature}), loss {rp.loss_type}, beta "
-          f"{rp.beta}, reward {rp.reward} + {rp.format_reward} x format; device "
+    print(f"[vigsm] GRPO: {rl_p.steps} steps of {rl_p.prompts_per_step} prompts x {rl_p.num_generations} completions "
+          f"(<= {rl_p.max_completion_length} tokens, temperature {rl_p.temperature}), loss {rl_p.loss_type}, beta "
+          f"{rl_p.beta}, reward {rl_p.reward} + {rl_p.format_reward} x format; device "
           f"{'cuda' if cuda_available() else 'cpu'}, attention {configure_attention()}", flush=True)
     from trl import GRPOTrainer
 
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=to_rl_dataset(rows, rp.seed),
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=to_rl_dataset(rows, rl_p.seed),
                           processing_class=tok, callbacks=callbacks)
     if resume:
         print(f"[vigsm] resuming from {resume}", flush=True)
@@ -256,7 +257,7 @@ def run_rl(mp: ModelParams, lp: LoraParams, rp: RLParams, train_file: Path, sft_
         "steps": int(trainer.state.global_step),
         "skipped": False,
         "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
-        "rows_per_step": rp.prompts_per_step * rp.num_generations,
+        "rows_per_step": rl_p.prompts_per_step * rl_p.num_generations,
         "device": "cuda" if cuda_available() else "cpu",
         "rl_wall_seconds": wall,
         **ckpt.metrics(),

@@ -95,7 +95,7 @@ def scored_variants(variants: dict[str, Path], rl_steps: int) -> dict[str, Path]
 DELTAS = {"delta": ("base", "finetuned"), "delta_rl": ("finetuned", RL_VARIANT)}
 
 
-def headline(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def metrics_subset(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """``scores`` (one block per model, and the :data:`DELTAS` blocks) with each model's block cut to
     :data:`HEADLINE_KEYS`; a delta block (paired differences with their intervals and McNemar's p) is kept
     whole."""
@@ -103,13 +103,13 @@ def headline(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             for name, block in scores.items()}
 
 
-def paired_deltas(per_q: dict[str, list[dict]], sp: ScoreParams) -> dict[str, dict[str, float]]:
+def paired_deltas(per_q: dict[str, list[dict]], score_p: ScoreParams) -> dict[str, dict[str, float]]:
     """Each :data:`DELTAS` comparison whose two variants were both scored."""
-    return {name: compare_variants(per_q[a], per_q[b], sp) for name, (a, b) in DELTAS.items()
+    return {name: compare_variants(per_q[a], per_q[b], score_p) for name, (a, b) in DELTAS.items()
             if a in per_q and b in per_q}
 
 
-def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], list[dict]]:
+def score_variant(rows: list[dict], score_p: ScoreParams) -> tuple[dict[str, Any], list[dict]]:
     """All metrics for one set of predictions: (flat metrics, per-question rows)."""
     reasonings, answers_seed = zip(*(split_reasoning(r["raw"]) for r in rows), strict=True)
     ref_expl = [r["reference_explanation"] for r in rows]
@@ -123,13 +123,13 @@ def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], li
 
     rouge, per_rouge = M.rouge_vi(ref_expl, list(reasonings))
     rouge_seed, _ = M.rouge_seed(ref_expl, list(reasonings))
-    bleu = M.bleu(ref_expl, list(reasonings), samples=sp.bootstrap_samples, confidence=sp.confidence,
-                  seed=sp.seed)
+    bleu = M.bleu(ref_expl, list(reasonings), samples=score_p.bootstrap_samples, confidence=score_p.confidence,
+                  seed=score_p.seed)
     n = len(rows)
     out: dict[str, Any] = {"n": n}
-    out.update(M.exact_match_summary(ok_strict, [a is None for a in strict], "exact_match_strict", sp.confidence))
+    out.update(M.exact_match_summary(ok_strict, [a is None for a in strict], "exact_match_strict", score_p.confidence))
     out.update(M.exact_match_summary(ok_flex, [a is None for a in flexible], "exact_match_flexible",
-                                     sp.confidence))
+                                     score_p.confidence))
     out.update(rouge)
     out.update({"bleu": bleu["bleu"], "bleu_lo": bleu["bleu_lo"], "bleu_hi": bleu["bleu_hi"]})
     out["exact_match_seed"] = sum(ok_seed) / n
@@ -145,14 +145,14 @@ def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], li
     return out, per_question
 
 
-def compare_variants(base: list[dict], tuned: list[dict], sp: ScoreParams) -> dict[str, float]:
+def compare_variants(base: list[dict], tuned: list[dict], score_p: ScoreParams) -> dict[str, float]:
     """Paired difference in flexible and strict EM (tuned - base) over the questions both answered."""
     b = {r["id"]: r for r in base}
     common = [r for r in tuned if r["id"] in b]
     out: dict[str, float] = {}
     for key in ("strict", "flexible"):
         res = M.paired_bootstrap([b[r["id"]][f"correct_{key}"] for r in common], [r[f"correct_{key}"] for r in common],
-                                 samples=sp.bootstrap_samples, confidence=sp.confidence, seed=sp.seed)
+                                 samples=score_p.bootstrap_samples, confidence=score_p.confidence, seed=score_p.seed)
         out[f"exact_match_{key}"] = res["delta"]
         out[f"exact_match_{key}_lo"] = res["delta_lo"]
         out[f"exact_match_{key}_hi"] = res["delta_hi"]
@@ -206,12 +206,12 @@ def report_variant(variants: list[str]) -> str:
     return "finetuned" if "finetuned" in variants else variants[-1]
 
 
-def _headline(scores: dict[str, dict[str, Any]], sp: ScoreParams) -> list[str]:
+def _report_table(scores: dict[str, dict[str, Any]], score_p: ScoreParams) -> list[str]:
     variants = list(scores)
     counts = ", ".join(f"{v} {scores[v]['n']}" for v in variants)
     first = scores[variants[0]]
     return ["# Evaluation report", "",
-            f"Questions scored: {counts}. Intervals are {round(sp.confidence * 100)}% "
+            f"Questions scored: {counts}. Intervals are {round(score_p.confidence * 100)}% "
             f"(Wilson for exact match, bootstrap over questions for BLEU).", "",
             "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants),
             *(f"| {row.label} | " + " | ".join(_cell(scores[v], row) for v in variants) + " |"
@@ -244,15 +244,15 @@ def _examples(title: str, items: list[dict], by_id: dict[str, dict]) -> list[str
 
 
 def render_report(scores: dict[str, dict[str, Any]], rows: dict[str, list[dict]],
-                  per_q: dict[str, list[dict]], sp: ScoreParams, delta: dict[str, float] | None, *,
+                  per_q: dict[str, list[dict]], score_p: ScoreParams, delta: dict[str, float] | None, *,
                   examples_of: str, delta_rl: dict[str, float] | None = None) -> str:
     """The markdown report: headline table (corrected beside seed), the paired differences where there are
-    some (finetuned - base; rl - finetuned), and up to ``sp.report_examples`` right and wrong answers of the
+    some (finetuned - base; rl - finetuned), and up to ``score_p.report_examples`` right and wrong answers of the
     variant ``examples_of``."""
     by_id = {r["id"]: r for r in rows[examples_of]}
-    right = [q for q in per_q[examples_of] if q["correct_flexible"]][: sp.report_examples]
-    wrong = [q for q in per_q[examples_of] if not q["correct_flexible"]][: sp.report_examples]
-    lines = [*_headline(scores, sp), *(_did_it_help(delta) if delta else []),
+    right = [q for q in per_q[examples_of] if q["correct_flexible"]][: score_p.report_examples]
+    wrong = [q for q in per_q[examples_of] if not q["correct_flexible"]][: score_p.report_examples]
+    lines = [*_report_table(scores, score_p), *(_did_it_help(delta) if delta else []),
              *(_did_it_help(delta_rl, "Did RL help?", "RL minus finetuned (SFT)") if delta_rl else []),
              *_examples(f"Right answers ({examples_of})", right, by_id),
              *_examples(f"Wrong answers ({examples_of})", wrong, by_id)]
