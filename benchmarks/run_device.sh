@@ -230,6 +230,30 @@ case $what in
     python3 benchmarks/generation_paths.py --params params.yaml --test data/prepared/test.jsonl --repeats 1 \
       --out "$OUT/h200-genpaths-base.json" 2>&1 | tee "$OUT/genpaths-base.log" | grep -v "^\[bench\] round"
     ;;
+  graphs-texts)
+    # Greedy texts of the CUDA-graph decoder (generate.cuda_graphs true, the default) against the eager slot
+    # decoder (false) on SmolLM2's real base weights, 1319 questions from vigsm.sample, the generate-base stage
+    # as dvc.yaml runs it, interleaved ROUNDS times (default 1); then texts/answers agreement
+    # (benchmarks/agreement.py) and the score stage with eager as "base", graphs as "finetuned" (so its delta
+    # and McNemar count the EM verdicts that change). Call 1, carry .whl .gguf-a:
+    # `bash benchmarks/run_device.sh stash; bash benchmarks/run_device.sh install`; call 2 carries .gguf-b.
+    smollm2_notebook_scale /tmp/gguf-parts/.gguf-a .gguf-b graphs-texts || exit 1
+    for r in $(seq "${ROUNDS:-1}"); do
+      for g in false true; do
+        python3 benchmarks/override_params.py "/tmp/p-$g.yaml" generate.cuda_graphs=$g || exit 1
+        python3 stages/generate.py --test data/prepared/test.jsonl --params "/tmp/p-$g.yaml" \
+          --out "$OUT/graphs-$g.jsonl" --metrics "$OUT/h200-graphs-$g-r$r.json" > "$OUT/gen-$g-r$r.log" 2>&1 \
+          || { tail "$OUT/gen-$g-r$r.log"; exit 1; }
+        echo "[bench] round $r cuda_graphs=$g: $(tail -n 1 "$OUT/gen-$g-r$r.log")"
+      done
+    done
+    python3 benchmarks/agreement.py "$OUT/graphs-true.jsonl" "$OUT/graphs-false.jsonl" --tokenizer .gguf-tok \
+      --out "$OUT/h200-graphs-agreement.json" 2>&1 | tail -n 12
+    python3 stages/score.py --test data/prepared/test.jsonl --params /tmp/p-true.yaml \
+      --predictions base="$OUT/graphs-false.jsonl" finetuned="$OUT/graphs-true.jsonl" \
+      --metrics "$OUT/h200-graphs-score.json" --details "$OUT/graphs-details.json" --per-question-dir "$OUT/pq" \
+      --report "$OUT/graphs-report.md" 2>&1 | tail -n 3
+    ;;
   notebook768)
     # the notebook's decoding at its own 768 new tokens (the `rows` runs decode 128), $RUNS runs (default 2)
     random_3b || exit 1
