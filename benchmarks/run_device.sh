@@ -237,7 +237,7 @@ case $what in
     # (benchmarks/agreement.py) and the score stage with eager as "base", graphs as "finetuned" (so its delta
     # and McNemar count the EM verdicts that change). Call 1, carry .whl .gguf-a:
     # `bash benchmarks/run_device.sh stash; bash benchmarks/run_device.sh install`; call 2 carries .gguf-b.
-    smollm2_notebook_scale /tmp/gguf-parts/.gguf-a .gguf-b graphs-texts || exit 1
+    smollm2_notebook_scale /tmp/gguf-parts/.gguf-a .gguf-b graphs-texts model.load_in_4bit=false || exit 1
     for r in $(seq "${ROUNDS:-1}"); do
       for g in false true; do
         python3 benchmarks/override_params.py "/tmp/p-$g.yaml" generate.cuda_graphs=$g || exit 1
