@@ -10,7 +10,7 @@ past 400, 6% run to the cap. Each path records its step-time curve (ms per step 
     python benchmarks/decode_bench.py cap3b --tokenizer DIR --out FILE    # 3B-shaped, every row to the cap
 
 ``--smoke`` shrinks everything for a CPU run (slow on a busy 2-core machine). benchmarks/run_device.sh
-``decode`` runs the four on the H200; benchmarks/decode_results.py assembles the results file.
+``decode`` runs the four on the H200; `benchmarks/assemble.py decode` assembles the results file.
 """
 
 from __future__ import annotations

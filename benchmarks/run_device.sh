@@ -35,20 +35,20 @@
 #                                           .whl .bench-tok.tar.xz on the first call
 #   bash benchmarks/run_device.sh x2        on nvidia-h200-x2: the train stage (40 steps) and the generate-base
 #                                           stage with gpus 2 then 1, $RUNS rounds (default 1); carry .whl
-#                                           .bench-tok.tar.xz; assemble with benchmarks/x2_results.py
+#                                           .bench-tok.tar.xz; assemble with `benchmarks/assemble.py x2`
 #   bash benchmarks/run_device.sh notebook768  the notebook's decoding at its 768 new tokens on the 3B model
 #                                           ($RUNS runs, default 2; carry .whl .bench-tok.tar.xz)
 #   bash benchmarks/run_device.sh decode    issue 21's decoding and loading (benchmarks/decode_bench.py), one call,
 #                                           no wheels: carry a folder holding this tree and SmolLM2's tokenizer
 #                                           files in .tok/; the ragged rounds (eager slots, static graphs, static
 #                                           batch), profiles, text equality, the 3B cap rounds, the loading phases;
-#                                           assemble with benchmarks/decode_results.py
+#                                           assemble with `benchmarks/assemble.py decode`
 #   bash benchmarks/run_device.sh rows      issue 12's rows with fewer than 3 runs, as one chain like `pipeline`
 #                                           (watched the same way): the 3B generate stage (separate adapter)
 #                                           and the notebook's decoding, 3 rounds interleaved; then SmolLM2's
 #                                           learning check (one epoch; EPOCHS=2 for two) and the generation
 #                                           paths with 3 rounds. Call 1 carries .whl .gguf-a .bench-tok.tar.xz,
-#                                           call 2 .gguf-b; assemble with benchmarks/defaults_results.py
+#                                           call 2 .gguf-b; assemble with `benchmarks/assemble.py defaults`
 #
 # The notebook-scale pair (issue 12), two calls in a row while the machine is warm:
 #   call 1, carry .whl .gguf-a .bench-tok.tar.xz:  bash benchmarks/run_device.sh gen3b

@@ -1,13 +1,9 @@
-"""benchmarks/defaults_results.py's reading of a train stage's log (the step times the results quote)."""
+"""benchmarks/assemble.py's shared readers: a train stage's log (the step times the results quote) and the
+spread of the runs. Beside the assembler, not in tests/: nothing in tests/ imports from benchmarks/."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from defaults_results import train_log_times  # noqa: E402  (a script beside the benchmarks, not a package)
+from assemble import spread, train_log_times  # pytest puts this folder on sys.path (rootdir-relative import)
 
 
 def bar(step: int, total: int, seconds: int) -> str:
@@ -28,3 +24,9 @@ def test_step_time_leaves_out_only_the_evaluations_inside_the_bar():
 def test_no_bar_or_too_few_steps_gives_none():
     assert train_log_times("no bar here", 4) is None
     assert train_log_times(bar(1, 2, 5) + bar(2, 2, 6), 2) is None
+
+
+def test_spread_is_median_min_max_n_rounded_only_when_asked():
+    assert spread([]) is None
+    assert spread([3.0, 1.0, 2.5, 10.0]) == {"median": 2.75, "min": 1.0, "max": 10.0, "n": 4}
+    assert spread([1.23456, 2.0], 2) == {"median": 1.62, "min": 1.23, "max": 2.0, "n": 2}
