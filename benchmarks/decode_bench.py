@@ -48,25 +48,18 @@ def sync() -> None:
 
 
 def model_params(model_dir: Path, dtype: str):
-    import yaml
+    from override_params import parsed, shipped
 
-    from vigsm.config import parse_section
-
-    p = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["model"]
-    p.update(name=str(model_dir), gguf_file="", load_in_4bit=False, dtype=dtype)
-    from vigsm.config import SECTIONS
-
-    return parse_section("model", p, SECTIONS["model"])
+    changes = {"model": dict(name=str(model_dir), gguf_file="", load_in_4bit=False, dtype=dtype)}
+    return parsed(shipped(changes), "model")["model"]
 
 
 def shipped_decoding(smoke: bool):
-    import yaml
+    from override_params import parsed, shipped
 
-    from vigsm.config import SECTIONS, parse_section
     from vigsm.generation import decoding_of
 
-    g = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["generate"]
-    gp = parse_section("generate", g, SECTIONS["generate"])
+    gp = parsed(shipped(), "generate")["generate"]
     dec = decoding_of(gp)
     if smoke:
         dec = type(dec)(**{**dec.__dict__, "max_new_tokens": 420})

@@ -157,8 +157,8 @@ watch_chain() {  # $1 its folder: wait up to $WATCH s (default 540) for it to en
 }
 
 random_3b() {  # the 3B-shaped random model with a fresh r=32 adapter where the generate stage reads it
-  python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
-    --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; return 1; }
+  python3 benchmarks/gpu_bench.py adapter --tokenizer .bench/tokenizer --model /tmp/qwen25-3b-random \
+    --adapter models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; return 1; }
 }
 
 gen3b_setup() {  # random_3b, then the notebook-scale data prepared for it (check needs the model built)
