@@ -48,17 +48,30 @@ its min, max and n; the rounds ran interleaved):
 
     python benchmarks/assemble.py decode /tmp/raw-decode --out benchmarks/results/2026-12-02-h200-steps.json \\
       [--archive benchmarks/results/raw-2026-12-02.tar.xz]   (--archive packs RAW_DIR, for a new measurement)
+
+rl: issue 22's 2026-12-02-h200-rl.json from modes `rl-install`, `rl-start`, `rl-watch`. The SFT and RL
+predictions are scored here with stages/score.py (the device lacks rouge_score); the GRPO curve is read from
+the rl stage's log (TRL prints one dict per logging step). The committed file's four notes were given with
+--note; raw-2026-12-02-rl.tar.xz unpacks to out/ and chain.log:
+
+    python benchmarks/assemble.py rl --chain /tmp/rl/out --note "..." --out benchmarks/results/2026-12-02-h200-rl.json
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
+import math
 import re
 import statistics
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---- shared readers and statistics -------------------------------------------------------------------------
 
@@ -597,6 +610,110 @@ def cmd_decode(args: argparse.Namespace) -> None:
     print(json.dumps({"summary": res["summary"], "targets": res["targets"]}, indent=1))
 
 
+# ---- rl: issue 22 ------------------------------------------------------------------------------------------
+
+_LOG_DICT = re.compile(r"\{'loss'[^{}]*\}")
+CURVE_KEYS = ("reward", "reward_std", "rewards/correct/mean", "rewards/format_reward/mean", "groups_any_correct",
+              "completions/mean_length", "completions/clipped_ratio", "kl", "entropy", "step_time", "grad_norm")
+
+
+def reward_curve(log_text: str) -> list[dict]:
+    """One row per logged GRPO step from the rl stage's console log (tqdm's carriage returns included):
+    the dicts TRL's trainer prints, their values as floats."""
+    rows = []
+    for m in _LOG_DICT.finditer(log_text):
+        try:
+            d = ast.literal_eval(m.group(0))
+        except (ValueError, SyntaxError):
+            continue
+        if "reward" not in d:
+            continue
+        row = {}
+        for k in CURVE_KEYS:
+            if k in d:
+                try:
+                    value = float(d[k])
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(value):  # the results file stays strict JSON
+                    row[k] = value
+        rows.append(row)
+    for i, r in enumerate(rows, 1):
+        r["step"] = i
+    return rows
+
+
+def score_predictions(chain: Path, work: Path) -> dict:
+    """stages/score.py on the returned predictions (finetuned, rl, and base where it was generated)."""
+    preds = [f"{name}={chain / f'{name}.jsonl'}" for name in ("base", "finetuned", "rl")
+             if (chain / f"{name}.jsonl").is_file() and (chain / f"{name}.jsonl").stat().st_size]
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(ROOT / "stages/score.py"), "--test", str(chain / "test.jsonl"),
+                    "--predictions", *preds, "--metrics", str(work / "score.json"), "--details",
+                    str(work / "score-details.json"), "--per-question-dir", str(work / "per_question"),
+                    "--report", str(work / "report.md"), "--params", str(chain / "params.yaml")], check=True)
+    return json.loads((work / "score.json").read_text())
+
+
+def cmd_rl(args: argparse.Namespace) -> None:
+    """Issue 22's results file from mode `rl`'s chain folder: the SFT and RL predictions scored here with
+    stages/score.py (the device lacks rouge_score), the GRPO curve read from the rl stage's log (TRL prints
+    one dict per logging step), and the summary keys the issue asks for."""
+    import yaml
+
+    c = args.chain
+    scores = score_predictions(c, args.work)
+    rl = load(c / "rl.json") or {}
+    train = load(c / "train.json")
+    stages = load(c / "stages.json")
+    rl_stage = load(c / "rl-stage.json")
+    fallback = load(c / "rl-fallback.json")
+    curve = reward_curve((c / "rl.log").read_text(encoding="utf-8", errors="replace"))
+    params = json.loads(json.dumps(yaml.safe_load((c / "params.yaml").read_text())))
+    d = scores["delta_rl"]
+    steps = [r["step_time"] for r in curve if "step_time" in r]
+    rows = params["rl"]["prompts_per_step"] * params["rl"]["num_generations"]
+    # Without the stage's own metrics (stopped at the budget), the rollout rate's lower bound: completion
+    # tokens over the whole step time (rollouts, rewards, forward and backward).
+    timed = [r for r in curve if "step_time" in r and "completions/mean_length" in r]
+    bound = (sum(r["completions/mean_length"] * rows for r in timed) / sum(r["step_time"] for r in timed)
+             if timed else None)
+    summary = {
+        "rl_em_delta_vs_sft": {"delta": d["exact_match_flexible"], "lo": d["exact_match_flexible_lo"],
+                               "hi": d["exact_match_flexible_hi"]},
+        "rl_em_mcnemar_p": d["exact_match_flexible_mcnemar_p"],
+        "rl_step_seconds": rl.get("step_seconds_median", statistics.median(steps) if steps else None),
+        "rl_rollout_tokens_per_second": rl.get("rollout_tokens_per_second", bound),
+        "rl_rollout_tokens_per_second_is": "measured in generate (metrics/rl.json)" if "rollout_tokens_per_second" in rl
+        else "a lower bound: completion tokens over whole step times (the stage stopped before writing its metrics)",
+        "rl_total_seconds": rl_stage["seconds"],
+        "sft_em_flexible": scores["finetuned"]["exact_match_flexible"],
+        "rl_em_flexible": scores["rl"]["exact_match_flexible"],
+        "rl_steps_done": rl.get("steps", len(curve)),
+        "rl_steps_in_scored_adapter": rl.get("steps") or (int(fallback["checkpoint"].rsplit("-", 1)[1]) if fallback
+                                                           else len(curve)),
+    }
+    result = {
+        "issue": 22,
+        "what": "SmolLM2-135M-Instruct (real weights, bfloat16) on vigsm.sample 7473/1319: SFT, then GRPO (TRL "
+                "GRPOTrainer, the rl stage as dvc.yaml runs it), both adapters generating the test split greedily",
+        "summary": summary,
+        "target_met": {"rl beats sft with p < 0.05": d["exact_match_flexible"] > 0
+                       and d["exact_match_flexible_mcnemar_p"] < 0.05},
+        "params": {k: params[k] for k in ("model", "lora", "train", "rl", "generate")},
+        "notes": args.note,
+        "stopped_at_budget": fallback,
+        "stages": stages,
+        "rl_stage": rl_stage,
+        "train": train,
+        "rl": rl,
+        "score": scores,
+        "reward_curve": curve,
+    }
+    write(args.out, result)
+    print(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="results", required=True)
@@ -621,7 +738,12 @@ def main() -> None:
     c.add_argument("raw", type=Path)
     c.add_argument("--archive", type=Path, help="also pack RAW into this .tar.xz (a new measurement)")
     c.set_defaults(run=cmd_decode)
-    for p in (d, x, c):
+    r = sub.add_parser("rl", help="issue 22: SFT then GRPO on SmolLM2, scored here")
+    r.add_argument("--chain", type=Path, required=True, help="the chain's returned out/ folder")
+    r.add_argument("--work", type=Path, default=Path("/tmp/rl-score"), help="where score.py writes")
+    r.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    r.set_defaults(run=cmd_rl)
+    for p in (d, x, c, r):
         p.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.run(args)
