@@ -1,9 +1,10 @@
-"""benchmarks/assemble.py's shared readers: a train stage's log (the step times the results quote) and the
-spread of the runs. Beside the assembler, not in tests/: nothing in tests/ imports from benchmarks/."""
+"""benchmarks/assemble.py's readers: a train stage's log (the step times the results quote), the rl stage's
+reward curve, and the spread of the runs. Beside the assembler, not in tests/: nothing in tests/ imports
+from benchmarks/."""
 
 from __future__ import annotations
 
-from assemble import spread, train_log_times  # pytest puts this folder on sys.path (rootdir-relative import)
+from assemble import reward_curve, spread, train_log_times  # pytest puts this folder on sys.path
 
 
 def bar(step: int, total: int, seconds: int) -> str:
@@ -30,3 +31,15 @@ def test_spread_is_median_min_max_n_rounded_only_when_asked():
     assert spread([]) is None
     assert spread([3.0, 1.0, 2.5, 10.0]) == {"median": 2.75, "min": 1.0, "max": 10.0, "n": 4}
     assert spread([1.23456, 2.0], 2) == {"median": 1.62, "min": 1.23, "max": 2.0, "n": 2}
+
+
+def test_reward_curve_is_read_from_the_rl_stage_log():
+    """TRL's printed log dicts, tqdm's carriage returns and all; non-finite and unlisted keys left out."""
+    log = ("Loading weights: 100%\r 50%|#####     | 1/2 [00:29<00:29]  {'loss': '0.01', 'grad_norm': '0.5', "
+           "'reward': '0.25', 'reward_std': '0.4', 'groups_any_correct': '0.5', 'completions/mean_length': '16', "
+           "'step_time': '28.65', 'epoch': '0.04'}\n 50%|#####\r100%|##########| 2/2 {'loss': '0', 'reward': '0.5', "
+           "'kl': 'nan', 'step_time': '17.1'}\n{'train_runtime': '48.27', 'train_loss': '0'}\n")
+    curve = reward_curve(log)
+    assert [r["step"] for r in curve] == [1, 2]
+    assert curve[0]["reward"] == 0.25 and curve[0]["groups_any_correct"] == 0.5 and curve[1]["step_time"] == 17.1
+    assert "epoch" not in curve[0] and "kl" not in curve[1]
