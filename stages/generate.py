@@ -7,7 +7,7 @@ from pathlib import Path
 from vigsm import distributed
 from vigsm.config import load_section
 from vigsm.errors import run_cli
-from vigsm.io import read_jsonl, write_json
+from vigsm.io import read_jsonl, write_json, write_text
 
 
 def main() -> None:
@@ -16,8 +16,19 @@ def main() -> None:
     ap.add_argument("--adapter", type=Path, default=None, help="LoRA adapter; omit for the base model")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, default=None)
+    ap.add_argument("--only-if-rl", action="store_true",
+                    help="the RL variant: with rl.steps 0 write an empty predictions file and skipped metrics, "
+                         "loading nothing")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
+    if args.only_if_rl and load_section("rl", path=args.params).steps == 0:
+        # Decided by the param (declared in dvc.yaml), never by the adapter directory's contents: score
+        # reads the same param and leaves the variant out.
+        write_text(args.out, "")
+        if args.metrics:
+            write_json(args.metrics, {"skipped": True, "questions": 0})
+        print(f"[vigsm] rl.steps is 0: no RL variant to generate (wrote an empty {args.out})")
+        return
     # The KV cache grows by one position per step; expandable segments let the CUDA allocator grow in
     # place instead of fragmenting (set before torch initialises CUDA).
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")

@@ -8,12 +8,13 @@ from vigsm.errors import VigsmError, run_cli
 from vigsm.io import read_jsonl, write_json, write_jsonl, write_text
 from vigsm.scoring import (
     check_coverage,
-    compare_variants,
-    headline,
     load_predictions,
+    metrics_subset,
+    paired_deltas,
     render_report,
     report_variant,
     score_variant,
+    scored_variants,
 )
 
 
@@ -21,7 +22,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--test", type=Path, required=True)
     ap.add_argument("--predictions", nargs="+", required=True, metavar="NAME=PATH",
-                    help="one or more variants, e.g. base=... finetuned=...")
+                    help="one or more variants, e.g. base=... finetuned=... rl=... (rl is left out when "
+                         "rl.steps is 0)")
     ap.add_argument("--metrics", type=Path, required=True, help="the headline keys (DVC's metrics file)")
     ap.add_argument("--details", type=Path, required=True, help="every key")
     ap.add_argument("--per-question-dir", type=Path, required=True)
@@ -36,6 +38,7 @@ def main() -> None:
         if not sep:
             raise VigsmError(f"--predictions: expected NAME=PATH, got {item!r}")
         variants[name] = Path(path)
+    variants = scored_variants(variants, load_section("rl", path=args.params).steps)
     test_rows = read_jsonl(args.test)
     # Every input is read and checked before the first write: its outputs are persistent in dvc.yaml, so a
     # bad predictions file must leave the previous scores whole.
@@ -46,17 +49,14 @@ def main() -> None:
     scores, per_q = {}, {}
     for name in variants:
         scores[name], per_q[name] = score_variant(rows[name], score_p)
-    out: dict = dict(scores)
-    delta = None
-    if "base" in per_q and "finetuned" in per_q:
-        delta = compare_variants(per_q["base"], per_q["finetuned"], score_p)
-        out["delta"] = delta
+    deltas = paired_deltas(per_q, score_p)
+    out: dict = {**scores, **deltas}
     for name in variants:
         write_jsonl(args.per_question_dir / f"{name}.jsonl", per_q[name])
     write_json(args.details, out)
-    write_json(args.metrics, headline(out))
-    write_text(args.report, render_report(scores, rows, per_q, score_p, delta,
-                                          examples_of=report_variant(list(scores))))
+    write_json(args.metrics, metrics_subset(out))
+    write_text(args.report, render_report(scores, rows, per_q, score_p, deltas.get("delta"),
+                                          examples_of=report_variant(list(scores)), delta_rl=deltas.get("delta_rl")))
     for name, s in scores.items():
         print(f"[vigsm] {name}: EM flexible {s['exact_match_flexible']:.3f} "
               f"[{s['exact_match_flexible_lo']:.3f}, {s['exact_match_flexible_hi']:.3f}]  strict "

@@ -233,16 +233,16 @@ def test_partial_gains_a_line_per_answer_and_resumes_per_question(varied_model_d
 
     s, records = tiny
     rows = records["test"][:7]
-    gp = dataclasses.replace(s["generate"], batch_size=3, max_new_tokens=MAX_NEW)
-    mp = _model_params(varied_model_dir / "base")
-    model, tok = load_with_adapter(mp, None)
+    gen_p = dataclasses.replace(s["generate"], batch_size=3, max_new_tokens=MAX_NEW)
+    model_p = _model_params(varied_model_dir / "base")
+    model, tok = load_with_adapter(model_p, None)
     from vigsm.modeling import chat_prompt_ids
 
     ids = [chat_prompt_ids(tok, r["prompt"]) for r in rows]
     _with_varied_ends(model, tok, ids)
-    fp = gen.fingerprint(mp, gp, rows, None)
+    fp = gen.fingerprint(model_p, gen_p, rows, None)
     full = tmp_path / "full.jsonl"
-    info = gen.run_generation(model, tok, rows, gp, full, fp)
+    info = gen.run_generation(model, tok, rows, gen_p, full, fp)
     assert info["questions"] == 7 and info["row_steps"] == info["new_tokens"] > 0
     # A prediction holds what generate knows, and nothing score derives (references, reasoning, answers).
     preds = [json.loads(line) for line in full.read_text().splitlines()]
@@ -265,11 +265,11 @@ def test_partial_gains_a_line_per_answer_and_resumes_per_question(varied_model_d
 
     monkeypatch.setattr(gen, "make_row", make_row_then_die)
     with pytest.raises(KeyboardInterrupt):
-        gen.run_generation(model, tok, rows, gp, out, fp)
+        gen.run_generation(model, tok, rows, gen_p, out, fp)
     assert not out.exists()
     assert set(gen.read_partial(partial, fp)) == set(made) and len(made) == 4
     monkeypatch.setattr(gen, "make_row", real_make_row)
-    info = gen.run_generation(model, tok, rows, gp, out, fp)
+    info = gen.run_generation(model, tok, rows, gen_p, out, fp)
     assert info["resumed"] == 4 and info["questions"] == 7
     assert out.read_bytes() == full.read_bytes()
     assert not partial.exists()
@@ -357,3 +357,36 @@ def test_forced_lengths_give_each_row_its_length(varied_model_dir, static):
     assert [len(got[i][0]) for i in range(len(ids))] == [min(n, 40) for n in lengths]
     assert [got[i][1] for i in range(len(ids))] == ["eos" if n <= 40 else "max_new_tokens" for n in lengths]
     assert all(len(set(got[i][0])) == len(got[i][0]) for i in got)  # no token repeats in a row
+
+
+def _schedule(lengths, slots, refill_at):
+    """(forward steps, prefills) of the refill rule on rows of known lengths: rows waiting in order, a prefill
+    whenever no row runs or at least ``refill_at`` slots are free, one token per running row a step."""
+    waiting, running, steps, prefills = list(lengths), [], 0, 0
+    while waiting or running:
+        free = slots - len(running)
+        if waiting and (not running or free >= refill_at):
+            running += waiting[:free]
+            waiting = waiting[free:]
+            prefills += 1
+        steps += 1
+        running = [n - 1 for n in running if n > 1]
+    return steps, prefills
+
+
+def test_free_slots_are_refilled_once_a_quarter_is_free(varied_model_dir):
+    """With up to 7 slots a single free slot is refilled at the next step (slots // 4 rounds to 0, so at
+    least 1); with 8 slots it waits for 2. Each step spends one row-step per running row, never more."""
+    from vigsm.modeling import load_with_adapter
+
+    model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), None)
+    ids = _prompt_ids(tok) * 2  # 14 prompts
+    _with_varied_ends(model, tok, ids[:7])
+    lengths = [len(t) for t in _slots(model, tok, ids, len(ids))[0]]
+    assert len(set(lengths)) >= 4
+    for slots, refill_at in ((2, 1), (3, 1), (7, 1), (8, 2)):
+        _, stats, _ = _slots(model, tok, ids, slots)
+        assert (stats.forward_steps, stats.prefills) == _schedule(lengths, slots, refill_at), slots
+        assert stats.row_steps == stats.new_tokens == sum(lengths)
+    # refilling only when every slot is free would take more steps: the rule above is what saves them
+    assert _schedule(lengths, 3, 1)[0] < _schedule(lengths, 3, 3)[0]

@@ -18,10 +18,10 @@ def adapter_after_one_step(s: dict, train_rows: list[dict], eval_rows: list[dict
 
     from vigsm.training import build_trainer
 
-    tp = dataclasses.replace(s["train"], max_steps=1, warmup_steps=0, eval_steps=1000, save_steps=1000,
+    train_p = dataclasses.replace(s["train"], max_steps=1, warmup_steps=0, eval_steps=1000, save_steps=1000,
                              load_best_model_at_end=False, **train_changes)
     torch.manual_seed(0)
-    trainer, _ = build_trainer(s["model"], s["lora"], tp, train_rows, eval_rows, work)
+    trainer, _ = build_trainer(s["model"], s["lora"], train_p, train_rows, eval_rows, work)
     trainer.train()
     return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
 

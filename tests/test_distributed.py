@@ -64,10 +64,10 @@ def test_split_batch_that_does_not_divide_names_the_keys():
 
 
 def test_per_process_train_divides_the_eval_batch_too():
-    tp = parse_section("train", _train_section(per_device_train_batch_size=12, per_device_eval_batch_size=12,
+    train_p = parse_section("train", _train_section(per_device_train_batch_size=12, per_device_eval_batch_size=12,
                                                  gradient_accumulation_steps=1, gpus=2), TrainParams)
-    assert distributed.per_process_train(tp, 1) is tp
-    two = distributed.per_process_train(tp, 2)
+    assert distributed.per_process_train(train_p, 1) is train_p
+    two = distributed.per_process_train(train_p, 2)
     assert (two.per_device_train_batch_size, two.gradient_accumulation_steps, two.per_device_eval_batch_size) \
         == (6, 1, 6)
 

@@ -131,12 +131,28 @@ def test_declared_params_exist_and_generate_declares_the_model_keys_it_reads():
                 continue
             section, _, key = entry.partition(".")
             assert section in doc and (not key or key in doc[section]), (stage, entry)
-    for stage in ("generate-base", "generate"):
+    for stage in ("generate-base", "generate", "generate-rl"):
         declared = _params_of(stage)
         assert "model" not in declared, f"{stage} must not depend on the whole model section"
         assert sorted(e.split(".", 1)[1] for e in declared if e.startswith("model.")) == sorted(MODEL_KEYS)
         assert "generate" in declared
     assert "model.max_seq_length" not in MODEL_KEYS and {"model", "lora", "train"} <= set(_params_of("train"))
+
+
+def test_rl_stages_declare_the_params_they_read():
+    """rl reads the loading keys (vigsm.rl.MODEL_KEYS), lora.gradient_checkpointing and rl, and no train
+    key (an SFT param reaches it through models/adapter); generate-rl and score read rl.steps for the skip."""
+    from vigsm.generation import MODEL_KEYS as GENERATE_MODEL_KEYS
+    from vigsm.rl import MODEL_KEYS
+
+    declared = _params_of("rl")
+    assert sorted(MODEL_KEYS) == sorted(GENERATE_MODEL_KEYS)
+    assert sorted(declared) == sorted([*(f"model.{k}" for k in MODEL_KEYS), "lora.gradient_checkpointing", "rl"])
+    deps = _dvc()["stages"]["rl"]["deps"]
+    assert "models/adapter" in deps and "data/prepared/train.jsonl" in deps
+    assert "rl.steps" in _params_of("generate-rl") and "rl.steps" in _params_of("score")
+    assert "models/adapter-rl" in _dvc()["stages"]["generate-rl"]["deps"]
+    assert "data/predictions/rl.jsonl" in _dvc()["stages"]["score"]["deps"]
 
 
 def test_generate_fingerprint_hashes_exactly_the_keys_generate_reads():
@@ -146,13 +162,13 @@ def test_generate_fingerprint_hashes_exactly_the_keys_generate_reads():
     from vigsm.config import load_section
     from vigsm.generation import MODEL_KEYS, fingerprint
 
-    mp, gp = load_section("model", path=SHIPPED_PARAMS), load_section("generate", path=SHIPPED_PARAMS)
+    model_p, gen_p = load_section("model", path=SHIPPED_PARAMS), load_section("generate", path=SHIPPED_PARAMS)
     rows = [{"id": "q1", "prompt": [{"role": "user", "content": "1 + 1?"}]}]
-    fp = fingerprint(mp, gp, rows, None)
-    assert fingerprint(dataclasses.replace(mp, max_seq_length=mp.max_seq_length + 1), gp, rows, None) == fp
-    changed = {"name": "other/model", "revision": "v2", "gguf_file": "x.gguf", "load_in_4bit": not mp.load_in_4bit,
-               "dtype": "float32", "trust_remote_code": not mp.trust_remote_code}
+    fp = fingerprint(model_p, gen_p, rows, None)
+    assert fingerprint(dataclasses.replace(model_p, max_seq_length=model_p.max_seq_length + 1), gen_p, rows, None) == fp
+    changed = {"name": "other/model", "revision": "v2", "gguf_file": "x.gguf", "load_in_4bit": not model_p.load_in_4bit,
+               "dtype": "float32", "trust_remote_code": not model_p.trust_remote_code}
     assert set(changed) == set(MODEL_KEYS)
     for key, value in changed.items():
-        assert fingerprint(dataclasses.replace(mp, **{key: value}), gp, rows, None) != fp, key
-    assert fingerprint(mp, dataclasses.replace(gp, max_new_tokens=gp.max_new_tokens + 1), rows, None) != fp
+        assert fingerprint(dataclasses.replace(model_p, **{key: value}), gen_p, rows, None) != fp, key
+    assert fingerprint(model_p, dataclasses.replace(gen_p, max_new_tokens=gen_p.max_new_tokens + 1), rows, None) != fp

@@ -199,11 +199,11 @@ def test_check_reruns_nothing_downstream(project):
     edit_params(project, lambda p: p["generate"].update(max_new_tokens=8))
     try:
         status = run([*DVC, "status", "--json"], project).stdout
-        assert set(json.loads(status)) == {"check", "generate-base", "generate"}, status
+        assert set(json.loads(status)) == {"check", "generate-base", "generate", "generate-rl"}, status
         out = run([*DVC, "repro", "-s", "check"], project).stdout
         assert "Running stage 'check'" in out
         assert (project / "data/checked.txt").read_bytes() == before["data/checked.txt"]
         status = run([*DVC, "status", "--json"], project).stdout
-        assert set(json.loads(status)) == {"generate-base", "generate"}, status
+        assert set(json.loads(status)) == {"generate-base", "generate", "generate-rl"}, status
     finally:
         restore(project, before)

@@ -88,11 +88,11 @@ def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
         return real(model, tok, prompts, dec, slots=slots, **kw)
 
     monkeypatch.setattr(decoding, "decode", fits_three)
-    gp = s["generate"].__class__(**{**s["generate"].__dict__, "batch_size": 12})
-    info = gen.run_generation(model, tok, rows, gp, tmp_path / "oom.jsonl", fp)
+    gen_p = s["generate"].__class__(**{**s["generate"].__dict__, "batch_size": 12})
+    info = gen.run_generation(model, tok, rows, gen_p, tmp_path / "oom.jsonl", fp)
     assert seen == [(12, 10), (6, 10), (3, 10)] and info["batch_size_used"] == 3
     monkeypatch.setattr(decoding, "decode", real)
-    ref = gen.run_generation(model, tok, rows, s["generate"].__class__(**{**gp.__dict__, "batch_size": 3}),
+    ref = gen.run_generation(model, tok, rows, s["generate"].__class__(**{**gen_p.__dict__, "batch_size": 3}),
                              tmp_path / "ref.jsonl", fp)
     assert ref["batch_size_used"] == 3
     assert (tmp_path / "oom.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
@@ -102,7 +102,7 @@ def test_generation_halves_batch_on_out_of_memory(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(decoding, "decode", always)
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        gen.run_generation(model, tok, rows, gp, tmp_path / "err.jsonl", fp)
+        gen.run_generation(model, tok, rows, gen_p, tmp_path / "err.jsonl", fp)
 
 
 @pytest.mark.slow
@@ -212,15 +212,15 @@ def test_odd_predictions_are_scored(tmp_path):
 
 
 def test_headline_keeps_the_compared_keys_and_the_whole_delta():
-    from vigsm.scoring import HEADLINE_KEYS, headline
+    from vigsm.scoring import HEADLINE_KEYS, metrics_subset
 
     block = {k: 0.5 for k in HEADLINE_KEYS} | {"rouge1_p": 0.1, "exact_match_seed": 0.2, "bleu_signature": "x"}
     delta = {"exact_match_flexible": 0.1, "exact_match_flexible_mcnemar_p": 0.03}
-    cut = headline({"base": block, "finetuned": block, "delta": delta})
+    cut = metrics_subset({"base": block, "finetuned": block, "delta": delta})
     assert cut["delta"] == delta
     assert sorted(cut["base"]) == sorted(HEADLINE_KEYS) and "rouge1_p" not in cut["finetuned"]
     with pytest.raises(KeyError):  # a headline key the scores lack is an error, not a silent gap
-        headline({"base": {"n": 1}})
+        metrics_subset({"base": {"n": 1}})
 
 
 def test_load_predictions_join(tmp_path):
@@ -276,19 +276,19 @@ def test_separate_adapter_keeps_updates_a_bfloat16_merge_rounds_away(tiny, tmp_p
     from vigsm.modeling import load_with_adapter
 
     s, records = tiny
-    mp = s["model"]
+    model_p = s["model"]
     torch.manual_seed(0)
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(mp.name, dtype=torch.float32),
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_p.name, dtype=torch.float32),
                                 LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj", "up_proj"]))
     for name, p in peft_model.named_parameters():
         if "lora_B" in name:  # an update ~1e-3 of the weights, like a short fine-tune's
             p.data.normal_(0, 2e-3)
     peft_model.save_pretrained(tmp_path / "adapter")
-    _, tok = load_with_adapter(mp, None)
+    _, tok = load_with_adapter(model_p, None)
     enc = tok([r["prompt"][-1]["content"] for r in records["test"][:4]], return_tensors="pt", padding=True)
 
     def logits(dtype: str, adapter: bool, merge: bool) -> torch.Tensor:
-        model, _ = load_with_adapter(dataclasses.replace(mp, dtype=dtype), str(tmp_path / "adapter") if adapter
+        model, _ = load_with_adapter(dataclasses.replace(model_p, dtype=dtype), str(tmp_path / "adapter") if adapter
                                      else None, merge_adapter=merge)
         assert any("lora_" in n for n, _ in model.named_parameters()) == (adapter and not merge)
         with torch.no_grad():

@@ -47,8 +47,9 @@ def test_padding_free_gives_the_padded_loss(setup, tmp_path, backend):
     s, records, model_name = setup
     losses = {}
     for padding_free in (False, True):
-        tp = dataclasses.replace(s["train"], backend=backend, padding_free=padding_free)
-        trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["test"][:4], tmp_path / "c")
+        train_p = dataclasses.replace(s["train"], backend=backend, padding_free=padding_free)
+        trainer, _ = build_trainer(s["model"], s["lora"], train_p, records["train"], records["test"][:4],
+                                   tmp_path / "c")
         losses[padding_free] = collated_loss(trainer, n=8)
         assert not torch.backends.cuda.cudnn_sdp_enabled()  # cuDNN attention re-plans every new shape
         del trainer
@@ -113,14 +114,14 @@ def trained(request, setup, tmp_path_factory) -> dict:
     backend = request.param
     s, records, _ = setup
     work = tmp_path_factory.mktemp(f"gpu-{backend}")
-    tp = dataclasses.replace(s["train"], backend=backend)
-    trainer, used = build_trainer(s["model"], s["lora"], tp, records["train"], records["test"][:8], work / "ck")
-    out = {"backend": backend, "used": used, "s": s, "records": records, "tp": tp,
+    train_p = dataclasses.replace(s["train"], backend=backend)
+    trainer, used = build_trainer(s["model"], s["lora"], train_p, records["train"], records["test"][:8], work / "ck")
+    out = {"backend": backend, "used": used, "s": s, "records": records, "train_p": train_p,
            "coverage": label_coverage(trainer, records["train"]),
            "accumulation": trainer.args.gradient_accumulation_steps,
            "batch_size": trainer.args.per_device_train_batch_size,
            "adapter": str(work / "adapter"), "prompts": [r["prompt"] for r in records["test"][:6]],
-           "gp": dataclasses.replace(s["generate"], max_new_tokens=16)}
+           "gen_p": dataclasses.replace(s["generate"], max_new_tokens=16)}
     trainer.train()
     trainer.save_model(out["adapter"])
     live = trainer.model
@@ -131,7 +132,7 @@ def trained(request, setup, tmp_path_factory) -> dict:
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(live)
-    out["before"] = generate_batch(live, tok, out["prompts"], out["gp"], seed=0)[0]
+    out["before"] = generate_batch(live, tok, out["prompts"], out["gen_p"], seed=0)[0]
     out["trained_lora"] = lora_weights(live)
     del trainer, live, tok
     gc.collect()
@@ -148,7 +149,7 @@ def reloaded(trained) -> dict:
 
     model, tok = load_with_adapter(trained["s"]["model"], trained["adapter"], base_16bit=False)
     return {"model": model, "tok": tok, "lora": lora_weights(model),
-            "after": generate_batch(model, tok, trained["prompts"], trained["gp"], seed=0)[0]}
+            "after": generate_batch(model, tok, trained["prompts"], trained["gen_p"], seed=0)[0]}
 
 
 @pytest.fixture(scope="module")
@@ -164,19 +165,19 @@ def sixteen_bit(trained, reloaded) -> dict:
     from vigsm.modeling import load_with_adapter
 
     model, tok = reloaded["model"], reloaded["tok"]
-    mp, prompts, gp = trained["s"]["model"], trained["prompts"], trained["gp"]
+    model_p, prompts, gen_p = trained["s"]["model"], trained["prompts"], trained["gen_p"]
     enc = chat_batch(tok, trained["records"]["test"][:6], next(model.parameters()).device)
     four = teacher_forced(model, enc)
     ref = four - teacher_forced(model, enc, adapter=False)
-    model16, tok16 = load_with_adapter(mp, trained["adapter"])
+    model16, tok16 = load_with_adapter(model_p, trained["adapter"])
     out = {"lora16": lora_weights(model16)}
-    fast = generate_batch(model16, tok16, prompts, gp, seed=0)[0]
+    fast = generate_batch(model16, tok16, prompts, gen_p, seed=0)[0]
     sixteen, base16 = teacher_forced(model16, enc), teacher_forced(model16, enc, adapter=False)
     del model16
     gc.collect()
     torch.cuda.empty_cache()
-    merged, tok_m = load_with_adapter(mp, trained["adapter"], merge_adapter=True)
-    folded = generate_batch(merged, tok_m, prompts, gp, seed=0)[0]
+    merged, tok_m = load_with_adapter(model_p, trained["adapter"], merge_adapter=True)
+    folded = generate_batch(merged, tok_m, prompts, gen_p, seed=0)[0]
     merged_logits = teacher_forced(merged, enc)
     del merged
     after = reloaded["after"]
@@ -194,8 +195,8 @@ def sixteen_bit(trained, reloaded) -> dict:
 
 def test_backend_is_the_one_asked_for_with_the_params_batch(trained):
     assert trained["used"] == trained["backend"]
-    assert trained["accumulation"] == trained["tp"].gradient_accumulation_steps
-    assert trained["batch_size"] == trained["tp"].per_device_train_batch_size
+    assert trained["accumulation"] == trained["train_p"].gradient_accumulation_steps
+    assert trained["batch_size"] == trained["train_p"].per_device_train_batch_size
 
 
 def test_loss_mask_labels_the_completion_only(trained):
@@ -238,7 +239,7 @@ def test_peft_adapter_reloaded_in_training_precision_repeats_the_live_texts(trai
     from as_trained import load_as_trained
 
     kbit = load_as_trained(trained["s"]["model"], trained["adapter"])
-    as_trained = generate_batch(kbit, reloaded["tok"], trained["prompts"], trained["gp"], seed=0)[0]
+    as_trained = generate_batch(kbit, reloaded["tok"], trained["prompts"], trained["gen_p"], seed=0)[0]
     before = trained["before"]
     print(f"[gpu] peft: reloaded in training precision, identical greedy texts "
           f"{sum(a == b for a, b in zip(before, as_trained, strict=True))}/{len(before)}")

@@ -153,8 +153,8 @@ def test_choose_reads_the_config_and_the_free_memory(tmp_path, monkeypatch, cfg,
 
     monkeypatch.setattr(vigsm.device, "cuda_available", lambda: True)
     monkeypatch.setattr(memory, "free_gpu_gb", lambda: free)
-    mp, lp, tp = _sections()
-    c = memory.choose(mp, lp, tp, backend="unsloth", source=str(_cfg_dir(tmp_path, cfg)))
+    model_p, lora_p, train_p = _sections()
+    c = memory.choose(model_p, lora_p, train_p, backend="unsloth", source=str(_cfg_dir(tmp_path, cfg)))
     assert c.enabled is enabled
     assert c.free_gb == free and c.tokens == 12 * 1536
     assert c.metrics()["gradient_checkpointing"] is enabled and c.metrics()["free_gb"] == round(free, 2)

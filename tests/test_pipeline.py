@@ -152,13 +152,15 @@ def stages_rerun_after(project: Path, section: str, key: str, value) -> set[str]
         ("score", "bootstrap_samples", 300, {"check", "score"}),
         # generate does not read max_seq_length; training does (300 truncates about half the examples,
         # whose chats run 281-362 tokens, so the adapter and then its predictions change)
-        ("model", "max_seq_length", 300, {"check", "train", "generate", "score"}),
-        ("generate", "max_new_tokens", 8, {"check", "generate-base", "generate", "score"}),
-        ("lora", "r", 8, {"check", "train", "generate", "score"}),
-        ("train", "learning_rate", 1e-1, {"check", "train", "generate", "score"}),
+        # (rl: a new SFT adapter reruns it; at rl.steps 0 it rewrites the same marker, so generate-rl stays)
+        ("model", "max_seq_length", 300, {"check", "train", "rl", "generate", "score"}),
+        ("generate", "max_new_tokens", 8, {"check", "generate-base", "generate", "generate-rl", "score"}),
+        ("lora", "r", 8, {"check", "train", "rl", "generate", "score"}),
+        ("train", "learning_rate", 1e-1, {"check", "train", "rl", "generate", "score"}),
         # the test split is not the training run's business: train and its adapter stay cached
-        ("data", "test_limit", 10, {"check", "prepare", "generate-base", "generate", "score"}),
-        ("data", "validation_seed", 1, {"check", "prepare", "train", "generate", "score"}),
+        ("data", "test_limit", 10, {"check", "prepare", "generate-base", "generate", "generate-rl", "score"}),
+        ("data", "validation_seed", 1, {"check", "prepare", "train", "rl", "generate", "score"}),
+        ("rl", "learning_rate", 1e-4, {"check", "rl"}),
     ],
 )
 def test_selective_reruns(project, section, key, value, expected):

@@ -84,15 +84,15 @@ def test_interval_side(lo, hi, side):
 def test_report_is_its_table_of_rows_and_names_its_variant():
     from vigsm.scoring import render_report, report_variant, score_variant
 
-    sp = ScoreParams(confidence=0.95, bootstrap_samples=100, seed=0, report_examples=1)
+    score_p = ScoreParams(confidence=0.95, bootstrap_samples=100, seed=0, report_examples=1)
     rows = {v: [{"id": f"test-{i}", "raw": f"so {i} ### {i + k}", "question": f"q{i}", "reference": f"### {i}",
                  "reference_explanation": f"so {i}", "reference_answer": str(i)} for i in range(4)]
             for v, k in (("finetuned", 0), ("base", 1))}
     scores, per_q = {}, {}
     for v in rows:
-        scores[v], per_q[v] = score_variant(rows[v], sp)
+        scores[v], per_q[v] = score_variant(rows[v], score_p)
     assert report_variant(list(scores)) == "finetuned" and report_variant(["base"]) == "base"
-    text = render_report(scores, rows, per_q, sp, None, examples_of="finetuned")
+    text = render_report(scores, rows, per_q, score_p, None, examples_of="finetuned")
     lines = text.splitlines()
     assert "| metric | finetuned | base |" in lines
     assert "| **EM flexible (%)** | **100.0** [51.0, 100.0] | **0.0** [0.0, 49.0] |" in lines

@@ -74,8 +74,8 @@ def test_padding_free_and_rounded_batches_give_the_padded_loss(prepared, tmp_pat
     s = sections(params)
     losses, lengths = {}, {}
     for name, padding_free, multiple in (("padded", False, 0), ("rounded", False, 64), ("padding-free", True, 0)):
-        tp = dataclasses.replace(s["train"], padding_free=padding_free, pad_to_multiple_of=multiple)
-        trainer, _ = build_trainer(s["model"], s["lora"], tp, records["train"], records["validation"][:4],
+        train_p = dataclasses.replace(s["train"], padding_free=padding_free, pad_to_multiple_of=multiple)
+        trainer, _ = build_trainer(s["model"], s["lora"], train_p, records["train"], records["validation"][:4],
                                    tmp_path / "c")
         _, batch = first_batch(trainer, 3)
         assert (batch["input_ids"].shape[0] == 1) == padding_free
@@ -95,10 +95,10 @@ def test_padding_free_refuses_examples_it_cannot_truncate(prepared, tmp_path):
 
     _, params, records = prepared
     s = sections(params)
-    mp = dataclasses.replace(s["model"], max_seq_length=64)
-    tp = dataclasses.replace(s["train"], padding_free=True)
+    model_p = dataclasses.replace(s["model"], max_seq_length=64)
+    train_p = dataclasses.replace(s["train"], padding_free=True)
     with pytest.raises(VigsmError, match=r"train.padding_free: \d+ training examples are longer"):
-        build_trainer(mp, s["lora"], tp, records["train"], records["validation"][:4], tmp_path / "c")
+        build_trainer(model_p, s["lora"], train_p, records["train"], records["validation"][:4], tmp_path / "c")
 
 
 def train_cmd(work: Path, data_dir: Path) -> list[str]:

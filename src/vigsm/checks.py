@@ -50,16 +50,16 @@ def check_model(p: ModelParams) -> None:
     resolve_model(p, dry_run=True)
 
 
-def check_gpus(tp: TrainParams, gp: GenerateParams) -> None:
+def check_gpus(train_p: TrainParams, gen_p: GenerateParams) -> None:
     """``train.gpus`` and ``generate.gpus`` fit this machine's devices, and the training rows per optimiser
     step divide among the train processes: what train and generate would reject only after DVC removed
     their outputs. torch is imported only when a ``gpus`` key is not 1."""
     from vigsm.distributed import resolve_gpus, split_batch
 
-    resolve_gpus(gp.gpus, "generate.gpus")
-    world = resolve_gpus(tp.gpus, "train.gpus")
+    resolve_gpus(gen_p.gpus, "generate.gpus")
+    world = resolve_gpus(train_p.gpus, "train.gpus")
     if world > 1:
-        split_batch(tp.per_device_train_batch_size, tp.gradient_accumulation_steps, world)
+        split_batch(train_p.per_device_train_batch_size, train_p.gradient_accumulation_steps, world)
 
 
 def check_all(params_path: str | Path, sample_dir: Path, system_prompt_file: Path) -> None:

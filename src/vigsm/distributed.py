@@ -98,22 +98,22 @@ def split_batch(per_device: int, accumulation: int, world: int) -> tuple[int, in
     return per_device // by_batch, accumulation // by_accumulation
 
 
-def per_process_train(tp: TrainParams, world: int) -> TrainParams:
-    """``tp`` with the per-process batch and accumulation of :func:`split_batch` (unchanged for 1)."""
+def per_process_train(train_p: TrainParams, world: int) -> TrainParams:
+    """``train_p`` with the per-process batch and accumulation of :func:`split_batch` (unchanged for 1)."""
     if world == 1:
-        return tp
-    batch, accumulation = split_batch(tp.per_device_train_batch_size, tp.gradient_accumulation_steps, world)
+        return train_p
+    batch, accumulation = split_batch(train_p.per_device_train_batch_size, train_p.gradient_accumulation_steps, world)
     # eval_loss is the mean, over evaluation steps, of each step's loss per completion token, and with
     # several processes a step's tokens are counted across all of them. Dividing the eval batch keeps each
     # step's rows those of one GPU, so eval_loss stays comparable with one-GPU runs; when it does not
     # divide, the steps are larger and eval_loss averages slightly differently (learning is unaffected).
-    eval_batch = tp.per_device_eval_batch_size
+    eval_batch = train_p.per_device_eval_batch_size
     if eval_batch % world == 0:
         eval_batch //= world
     else:
         print(f"[vigsm] train.per_device_eval_batch_size={eval_batch} does not divide by {world} processes: "
               f"eval_loss groups {eval_batch * world} rows per step instead of {eval_batch}", flush=True)
-    return dataclasses.replace(tp, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+    return dataclasses.replace(train_p, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
                                per_device_eval_batch_size=eval_batch)
 
 

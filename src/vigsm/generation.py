@@ -42,13 +42,13 @@ MODEL_KEYS = ("name", "revision", "gguf_file", "load_in_4bit", "dtype", "trust_r
 ROW_FIELDS = ("id", "raw", "stop", "new_tokens")
 
 
-def fingerprint(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapter_dir: Path | None) -> str:
+def fingerprint(model_p: ModelParams, gen_p: GenerateParams, rows: list[dict], adapter_dir: Path | None) -> str:
     """A digest of what shapes the predictions: the model keys read, the generate section, the prompts
     and the adapter's files."""
-    model = {k: v for k, v in as_dict(mp).items() if k in MODEL_KEYS}
+    model = {k: v for k, v in as_dict(model_p).items() if k in MODEL_KEYS}
     questions = json.dumps([[r["id"], r["prompt"]] for r in rows], ensure_ascii=False)
     adapter = _dir_digest(adapter_dir) if adapter_dir else "no-adapter"
-    return digest_fingerprint([model, as_dict(gp), ROW_FIELDS], questions, adapter)
+    return digest_fingerprint([model, as_dict(gen_p), ROW_FIELDS], questions, adapter)
 
 
 def read_partial(partial: Path, fp: str) -> dict[str, dict]:
@@ -97,19 +97,19 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def question_seed(gp: GenerateParams, question_id: str) -> int:
+def question_seed(gen_p: GenerateParams, question_id: str) -> int:
     """The sampling seed of one question: ``generate.seed`` plus a hash of its id (never its position)."""
-    return gp.seed + int(sha256_hex(question_id)[:8], 16)
+    return gen_p.seed + int(sha256_hex(question_id)[:8], 16)
 
 
-def decoding_of(gp: GenerateParams) -> Any:
+def decoding_of(gen_p: GenerateParams) -> Any:
     from vigsm.decoding import Decoding
 
-    return Decoding(max_new_tokens=gp.max_new_tokens, do_sample=gp.do_sample, temperature=gp.temperature,
-                    top_p=gp.top_p, stop_at_answer=gp.stop_at_answer, stop_loops=gp.stop_loops)
+    return Decoding(max_new_tokens=gen_p.max_new_tokens, do_sample=gen_p.do_sample, temperature=gen_p.temperature,
+                    top_p=gen_p.top_p, stop_at_answer=gen_p.stop_at_answer, stop_loops=gen_p.stop_loops)
 
 
-def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, out_path: Path,
+def run_generation(model: Any, tok: Any, rows: list[dict], gen_p: GenerateParams, out_path: Path,
                    fp: str) -> dict[str, Any]:
     """Generate for every row (resuming from the partial file), then write ``out_path`` atomically.
 
@@ -131,14 +131,14 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
     partial.parent.mkdir(parents=True, exist_ok=True)
     mode = "a" if done else "w"
     stats = DecodeStats()
-    dec = decoding_of(gp)
-    static = gp.cuda_graphs and getattr(model.device, "type", "cpu") == "cuda"  # the CPU keeps the slot decoder
+    dec = decoding_of(gen_p)
+    static = gen_p.cuda_graphs and getattr(model.device, "type", "cpu") == "cuda"  # the CPU keeps the slot decoder
     with open(partial, mode, encoding="utf-8") as fh:
         if not done:
             fh.write(json.dumps({"fingerprint": fp}) + "\n")
             fh.flush()
         bar = tqdm(total=len(rows), initial=resumed, desc=f"generate {out_path.stem}", unit="q")
-        size = gp.batch_size
+        size = gen_p.batch_size
         while True:
             left = [r for r in todo if r["id"] not in done]
             if not left:
@@ -155,7 +155,7 @@ def run_generation(model: Any, tok: Any, rows: list[dict], gp: GenerateParams, o
 
             try:
                 decode(model, tok, [ids[r["id"]] for r in left], dec, slots=size, on_finish=finish,
-                       seeds=[question_seed(gp, r["id"]) for r in left], stats=stats, static=static)
+                       seeds=[question_seed(gen_p, r["id"]) for r in left], stats=stats, static=static)
             except Exception as exc:
                 if not is_out_of_memory(exc) or size == 1:
                     raise
@@ -177,7 +177,7 @@ COUNTS = ("new_tokens", "row_steps", "cycle_tokens", "prefills", "stopped_at_eos
           "stopped_as_loop", "hit_max_new_tokens")
 
 
-def generate_split(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapter: Path | None, out: Path,
+def generate_split(model_p: ModelParams, gen_p: GenerateParams, rows: list[dict], adapter: Path | None, out: Path,
                    world: int) -> dict[str, Any] | None:
     """The generate stage's work in this process: load the model, answer this process's shard of ``rows``
     (all of them when ``world`` is 1) with :func:`run_generation`, and on the main process merge the shards
@@ -196,7 +196,7 @@ def generate_split(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapte
     with distributed.process_group(backend="gloo", timeout=timedelta(days=7)):
         rank = distributed.rank()
         mine = distributed.shard(rows, rank, world)
-        fp = fingerprint(mp, gp, mine, adapter)
+        fp = fingerprint(model_p, gen_p, mine, adapter)
         mine_out = out if world == 1 else distributed.shard_path(out, fp, rank, world)
         t0 = time.time()
         if world > 1 and mine_out.is_file():  # this shard finished before a kill: nothing to load or decode
@@ -204,11 +204,11 @@ def generate_split(mp: ModelParams, gp: GenerateParams, rows: list[dict], adapte
                     **dict.fromkeys(COUNTS, 0)}
             load_s = gen_s = 0.0
         else:
-            model, tok = load_with_adapter(mp, str(adapter) if adapter else None, base_16bit=gp.base_16bit,
-                                           merge_adapter=gp.merge_adapter)
+            model, tok = load_with_adapter(model_p, str(adapter) if adapter else None, base_16bit=gen_p.base_16bit,
+                                           merge_adapter=gen_p.merge_adapter)
             load_s = time.time() - t0
             t1 = time.time()
-            info = run_generation(model, tok, mine, gp, mine_out, fp)
+            info = run_generation(model, tok, mine, gen_p, mine_out, fp)
             gen_s = time.time() - t1
         parts = distributed.gather({**info, "load_s": load_s, "gen_s": gen_s, "peak": peak_gpu_memory_gb(),
                                     "out": str(mine_out)})

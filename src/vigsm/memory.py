@@ -174,39 +174,57 @@ def free_gpu_gb() -> float:
     return free / GB
 
 
-def choose(mp: ModelParams, lp: LoraParams, tp: TrainParams, *, backend: str, source: str,
+def choose_batch(model_p: ModelParams, lora_p: LoraParams, *, rows: int, seq_len: int, backend: str, source: str,
+                 shorter: Callable[[], tuple[int, str]] | None = None) -> Choice:
+    """Resolve ``lora.gradient_checkpointing`` for steps of ``rows`` sequences of at most ``seq_len`` tokens.
+
+    ``shorter``, where given, is called only when ``seq_len`` does not fit, for the padded length of the
+    data's longest row and a phrase saying so (tokenizing every row costs seconds that a fitting run need
+    not spend); the rule is then applied again at that length, if it is shorter.
+    """
+    from vigsm.device import cuda_available
+
+    if lora_p.gradient_checkpointing != "auto":
+        return Choice(enabled=bool(lora_p.gradient_checkpointing), reason="set in params.yaml")
+    if not cuda_available():
+        return Choice(enabled=False, reason="auto: no CUDA device (on the CPU checkpointing only costs time)")
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, revision=model_p.revision, trust_remote_code=model_p.trust_remote_code)
+    shape = shape_from_config(getattr(config, "text_config", None) or config)
+    if shape is None:
+        return Choice(enabled=True, reason=f"auto: cannot size a {type(config).__name__}; kept on")
+    figures = dict(load_in_4bit=model_p.load_in_4bit, dtype=model_p.dtype, rows=rows, rank=lora_p.r,
+                   targets=lora_p.target_modules,
+                   backend=backend, free_gb=free_gpu_gb())
+    choice = decide(shape, seq_len=seq_len, **figures)
+    if choice.enabled and shorter is not None:
+        length, why = shorter()
+        if length < seq_len:
+            choice = decide(shape, seq_len=length, **figures)
+            choice = dataclasses.replace(choice, reason=f"{choice.reason} ({why})")
+    return choice
+
+
+def choose(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams, *, backend: str, source: str,
            longest: Callable[[], int] | None = None) -> Choice:
-    """Resolve ``lora.gradient_checkpointing`` for this run (``tp`` holds this process's batch).
+    """Resolve ``lora.gradient_checkpointing`` for a training run (``train_p`` holds this process's batch).
 
     ``auto`` first sizes rows of ``model.max_seq_length`` (padded up to ``train.pad_to_multiple_of``), the
     longest a collated batch can be. Where that does not fit and ``longest`` is given, it is called for
     the tokenized length of the data's longest row, and the rule is applied again at that length (rounded
-    up likewise): only then, because tokenizing every row costs seconds that a fitting run need not spend.
+    up likewise).
     """
-    from vigsm.device import cuda_available
+    shorter = None
+    if longest is not None:
+        def shorter() -> tuple[int, str]:  # longer rows are truncated to max_seq_length
+            rows_max = min(longest(), model_p.max_seq_length)
+            return (padded_length(rows_max, train_p.pad_to_multiple_of),
+                    f"the longest row has {rows_max} tokens; max_seq_length {model_p.max_seq_length}")
 
-    if lp.gradient_checkpointing == "auto":
-        if not cuda_available():
-            return Choice(enabled=False, reason="auto: no CUDA device (on the CPU checkpointing only costs time)")
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(source, revision=mp.revision, trust_remote_code=mp.trust_remote_code)
-        shape = shape_from_config(getattr(config, "text_config", None) or config)
-        if shape is None:
-            return Choice(enabled=True, reason=f"auto: cannot size a {type(config).__name__}; kept on")
-        figures = dict(load_in_4bit=mp.load_in_4bit, dtype=mp.dtype, rows=tp.per_device_train_batch_size,
-                       rank=lp.r, targets=lp.target_modules, backend=backend, free_gb=free_gpu_gb())
-        full = padded_length(mp.max_seq_length, tp.pad_to_multiple_of)
-        choice = decide(shape, seq_len=full, **figures)
-        if choice.enabled and longest is not None:
-            rows_max = min(longest(), mp.max_seq_length)  # longer rows are truncated
-            seq_len = padded_length(rows_max, tp.pad_to_multiple_of)
-            if seq_len < full:
-                choice = decide(shape, seq_len=seq_len, **figures)
-                choice = dataclasses.replace(choice, reason=f"{choice.reason} (the longest row has {rows_max} "
-                                                            f"tokens; max_seq_length {mp.max_seq_length})")
-        return choice
-    return Choice(enabled=bool(lp.gradient_checkpointing), reason="set in params.yaml")
+    return choose_batch(model_p, lora_p, rows=train_p.per_device_train_batch_size,
+                        seq_len=padded_length(model_p.max_seq_length, train_p.pad_to_multiple_of), backend=backend,
+                        source=source, shorter=shorter)
 
 
 def most_cautious(choices: list[Choice]) -> Choice:

@@ -35,12 +35,12 @@ def quantization_config(p: ModelParams) -> Any | None:
                               bnb_4bit_compute_dtype=torch_dtype(p.dtype))
 
 
-def lora_config(lp: LoraParams) -> Any:
+def lora_config(lora_p: LoraParams) -> Any:
     """The PEFT LoRA config for a causal LM."""
     from peft import LoraConfig
 
-    return LoraConfig(r=lp.r, lora_alpha=lp.alpha, lora_dropout=lp.dropout, bias=lp.bias,
-                      use_rslora=lp.use_rslora, target_modules=list(lp.target_modules), task_type="CAUSAL_LM")
+    return LoraConfig(r=lora_p.r, lora_alpha=lora_p.alpha, lora_dropout=lora_p.dropout, bias=lora_p.bias,
+                      use_rslora=lora_p.use_rslora, target_modules=list(lora_p.target_modules), task_type="CAUSAL_LM")
 
 
 def check_device(p: ModelParams) -> None:

@@ -80,14 +80,36 @@ HEADLINE_KEYS = ("n", "exact_match_strict", "exact_match_strict_lo", "exact_matc
                  "rougeL_f", "bleu", "bleu_lo", "bleu_hi")
 
 
-def headline(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``scores`` (one block per model, and ``delta``) with each model's block cut to :data:`HEADLINE_KEYS`;
-    ``delta`` (the paired differences with their intervals and McNemar's p) is kept whole."""
-    return {name: dict(block) if name == "delta" else {k: block[k] for k in HEADLINE_KEYS}
+# The variant the rl stage's adapter answers as; it exists only when rl.steps > 0 (see scored_variants).
+RL_VARIANT = "rl"
+
+
+def scored_variants(variants: dict[str, Path], rl_steps: int) -> dict[str, Path]:
+    """The variants to score: all of them, less :data:`RL_VARIANT` when ``rl.steps`` is 0. The skip is the
+    param's decision (generate-rl wrote an empty file on purpose); with steps > 0 the RL predictions are
+    required and checked like any other."""
+    return {name: path for name, path in variants.items() if name != RL_VARIANT or rl_steps > 0}
+
+
+# The paired comparisons in score.json: finetuned - base, and rl - finetuned where RL ran.
+DELTAS = {"delta": ("base", "finetuned"), "delta_rl": ("finetuned", RL_VARIANT)}
+
+
+def metrics_subset(scores: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``scores`` (one block per model, and the :data:`DELTAS` blocks) with each model's block cut to
+    :data:`HEADLINE_KEYS`; a delta block (paired differences with their intervals and McNemar's p) is kept
+    whole."""
+    return {name: dict(block) if name in DELTAS else {k: block[k] for k in HEADLINE_KEYS}
             for name, block in scores.items()}
 
 
-def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], list[dict]]:
+def paired_deltas(per_q: dict[str, list[dict]], score_p: ScoreParams) -> dict[str, dict[str, float]]:
+    """Each :data:`DELTAS` comparison whose two variants were both scored."""
+    return {name: compare_variants(per_q[a], per_q[b], score_p) for name, (a, b) in DELTAS.items()
+            if a in per_q and b in per_q}
+
+
+def score_variant(rows: list[dict], score_p: ScoreParams) -> tuple[dict[str, Any], list[dict]]:
     """All metrics for one set of predictions: (flat metrics, per-question rows)."""
     reasonings, answers_seed = zip(*(split_reasoning(r["raw"]) for r in rows), strict=True)
     ref_expl = [r["reference_explanation"] for r in rows]
@@ -101,13 +123,13 @@ def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], li
 
     rouge, per_rouge = M.rouge_vi(ref_expl, list(reasonings))
     rouge_seed, _ = M.rouge_seed(ref_expl, list(reasonings))
-    bleu = M.bleu(ref_expl, list(reasonings), samples=sp.bootstrap_samples, confidence=sp.confidence,
-                  seed=sp.seed)
+    bleu = M.bleu(ref_expl, list(reasonings), samples=score_p.bootstrap_samples, confidence=score_p.confidence,
+                  seed=score_p.seed)
     n = len(rows)
     out: dict[str, Any] = {"n": n}
-    out.update(M.exact_match_summary(ok_strict, [a is None for a in strict], "exact_match_strict", sp.confidence))
+    out.update(M.exact_match_summary(ok_strict, [a is None for a in strict], "exact_match_strict", score_p.confidence))
     out.update(M.exact_match_summary(ok_flex, [a is None for a in flexible], "exact_match_flexible",
-                                     sp.confidence))
+                                     score_p.confidence))
     out.update(rouge)
     out.update({"bleu": bleu["bleu"], "bleu_lo": bleu["bleu_lo"], "bleu_hi": bleu["bleu_hi"]})
     out["exact_match_seed"] = sum(ok_seed) / n
@@ -123,14 +145,14 @@ def score_variant(rows: list[dict], sp: ScoreParams) -> tuple[dict[str, Any], li
     return out, per_question
 
 
-def compare_variants(base: list[dict], tuned: list[dict], sp: ScoreParams) -> dict[str, float]:
+def compare_variants(base: list[dict], tuned: list[dict], score_p: ScoreParams) -> dict[str, float]:
     """Paired difference in flexible and strict EM (tuned - base) over the questions both answered."""
     b = {r["id"]: r for r in base}
     common = [r for r in tuned if r["id"] in b]
     out: dict[str, float] = {}
     for key in ("strict", "flexible"):
         res = M.paired_bootstrap([b[r["id"]][f"correct_{key}"] for r in common], [r[f"correct_{key}"] for r in common],
-                                 samples=sp.bootstrap_samples, confidence=sp.confidence, seed=sp.seed)
+                                 samples=score_p.bootstrap_samples, confidence=score_p.confidence, seed=score_p.seed)
         out[f"exact_match_{key}"] = res["delta"]
         out[f"exact_match_{key}_lo"] = res["delta_lo"]
         out[f"exact_match_{key}_hi"] = res["delta_hi"]
@@ -184,12 +206,12 @@ def report_variant(variants: list[str]) -> str:
     return "finetuned" if "finetuned" in variants else variants[-1]
 
 
-def _headline(scores: dict[str, dict[str, Any]], sp: ScoreParams) -> list[str]:
+def _report_table(scores: dict[str, dict[str, Any]], score_p: ScoreParams) -> list[str]:
     variants = list(scores)
     counts = ", ".join(f"{v} {scores[v]['n']}" for v in variants)
     first = scores[variants[0]]
     return ["# Evaluation report", "",
-            f"Questions scored: {counts}. Intervals are {round(sp.confidence * 100)}% "
+            f"Questions scored: {counts}. Intervals are {round(score_p.confidence * 100)}% "
             f"(Wilson for exact match, bootstrap over questions for BLEU).", "",
             "| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants),
             *(f"| {row.label} | " + " | ".join(_cell(scores[v], row) for v in variants) + " |"
@@ -197,12 +219,13 @@ def _headline(scores: dict[str, dict[str, Any]], sp: ScoreParams) -> list[str]:
             "", f"ROUGE tokenizer: `{first['rouge_tokenizer']}`; BLEU signature: `{first['bleu_signature']}`.", ""]
 
 
-def _did_it_help(delta: dict[str, float]) -> list[str]:
+def _did_it_help(delta: dict[str, float], title: str = "Did fine-tuning help?",
+                 what: str = "Finetuned minus base") -> list[str]:
     lo, hi = delta["exact_match_flexible_lo"], delta["exact_match_flexible_hi"]
     finding = ("The interval excludes 0." if M.interval_side(lo, hi)
                else "The interval includes 0: no evidence of a change.")
-    return ["## Did fine-tuning help?", "",
-            f"Finetuned minus base, flexible EM: {_pct(delta['exact_match_flexible'])} points "
+    return [f"## {title}", "",
+            f"{what}, flexible EM: {_pct(delta['exact_match_flexible'])} points "
             f"[{_pct(lo)}, {_pct(hi)}] (paired bootstrap), McNemar p = "
             f"{delta['exact_match_flexible_mcnemar_p']:.3g}. {finding}", ""]
 
@@ -221,14 +244,16 @@ def _examples(title: str, items: list[dict], by_id: dict[str, dict]) -> list[str
 
 
 def render_report(scores: dict[str, dict[str, Any]], rows: dict[str, list[dict]],
-                  per_q: dict[str, list[dict]], sp: ScoreParams, delta: dict[str, float] | None, *,
-                  examples_of: str) -> str:
-    """The markdown report: headline table (corrected beside seed), the paired difference where there is
-    one, and up to ``sp.report_examples`` right and wrong answers of the variant ``examples_of``."""
+                  per_q: dict[str, list[dict]], score_p: ScoreParams, delta: dict[str, float] | None, *,
+                  examples_of: str, delta_rl: dict[str, float] | None = None) -> str:
+    """The markdown report: headline table (corrected beside seed), the paired differences where there are
+    some (finetuned - base; rl - finetuned), and up to ``score_p.report_examples`` right and wrong answers of the
+    variant ``examples_of``."""
     by_id = {r["id"]: r for r in rows[examples_of]}
-    right = [q for q in per_q[examples_of] if q["correct_flexible"]][: sp.report_examples]
-    wrong = [q for q in per_q[examples_of] if not q["correct_flexible"]][: sp.report_examples]
-    lines = [*_headline(scores, sp), *(_did_it_help(delta) if delta else []),
+    right = [q for q in per_q[examples_of] if q["correct_flexible"]][: score_p.report_examples]
+    wrong = [q for q in per_q[examples_of] if not q["correct_flexible"]][: score_p.report_examples]
+    lines = [*_report_table(scores, score_p), *(_did_it_help(delta) if delta else []),
+             *(_did_it_help(delta_rl, "Did RL help?", "RL minus finetuned (SFT)") if delta_rl else []),
              *_examples(f"Right answers ({examples_of})", right, by_id),
              *_examples(f"Wrong answers ({examples_of})", wrong, by_id)]
     return "\n".join(lines) + "\n"

@@ -47,9 +47,9 @@ THIS_RUN_KEYS = ("resumed_from_step", "train_wall_seconds", "train_tokens_this_r
                  "peak_gpu_memory_gb")
 
 
-def run_fingerprint(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_files: list[Path]) -> str:
+def run_fingerprint(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams, data_files: list[Path]) -> str:
     """A digest of everything that decides the training trajectory: params and the data bytes."""
-    return fingerprint([as_dict(mp), as_dict(lp), as_dict(tp)], *(Path(f) for f in data_files))
+    return fingerprint([as_dict(model_p), as_dict(lora_p), as_dict(train_p)], *(Path(f) for f in data_files))
 
 
 def checkpoint_complete(path: Path, world: int = 1) -> bool:
@@ -97,54 +97,54 @@ def to_dataset(rows: list[dict]) -> Any:
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
-def sft_config(tp: TrainParams, lp: LoraParams, mp: ModelParams, output_dir: Path, *, backend: str,
+def sft_config(train_p: TrainParams, lora_p: LoraParams, model_p: ModelParams, output_dir: Path, *, backend: str,
                gradient_checkpointing: bool | None = None) -> Any:
     """SFTConfig from the params; every batch knob is set explicitly (unsloth reports its own otherwise).
     ``gradient_checkpointing`` is the resolved choice (:func:`checkpointing`); None takes an explicit
-    true/false from ``lp`` (``auto`` must be resolved first)."""
+    true/false from ``lora_p`` (``auto`` must be resolved first)."""
     from trl import SFTConfig
 
     on_gpu = cuda_available()
     if gradient_checkpointing is None:
-        if not isinstance(lp.gradient_checkpointing, bool):
+        if not isinstance(lora_p.gradient_checkpointing, bool):
             raise ValueError("lora.gradient_checkpointing=auto: pass the resolved choice (vigsm.memory.choose)")
-        gradient_checkpointing = lp.gradient_checkpointing
+        gradient_checkpointing = lora_p.gradient_checkpointing
     return SFTConfig(
         output_dir=str(output_dir),
         # TRL refuses max_length with padding-free batches unless it packs (it cannot truncate a flattened
         # row); build_trainer checks the lengths itself instead. unsloth's patched trainer takes it as is.
-        max_length=None if tp.padding_free and backend != "unsloth" else mp.max_seq_length,
+        max_length=None if train_p.padding_free and backend != "unsloth" else model_p.max_seq_length,
         completion_only_loss=True,
-        padding_free=tp.padding_free,
+        padding_free=train_p.padding_free,
         # Compiled layers (unsloth) specialise on the sequence length: rounding bounds how many lengths
         # a run compiles for. Pad tokens carry no label, so the loss is unchanged.
-        pad_to_multiple_of=tp.pad_to_multiple_of or None,
-        per_device_train_batch_size=tp.per_device_train_batch_size,
-        per_device_eval_batch_size=tp.per_device_eval_batch_size,
-        gradient_accumulation_steps=tp.gradient_accumulation_steps,
-        learning_rate=tp.learning_rate,
-        weight_decay=tp.weight_decay,
-        num_train_epochs=tp.num_train_epochs,
-        max_steps=tp.max_steps,
-        lr_scheduler_type=tp.lr_scheduler_type,
-        warmup_steps=tp.warmup_steps,
+        pad_to_multiple_of=train_p.pad_to_multiple_of or None,
+        per_device_train_batch_size=train_p.per_device_train_batch_size,
+        per_device_eval_batch_size=train_p.per_device_eval_batch_size,
+        gradient_accumulation_steps=train_p.gradient_accumulation_steps,
+        learning_rate=train_p.learning_rate,
+        weight_decay=train_p.weight_decay,
+        num_train_epochs=train_p.num_train_epochs,
+        max_steps=train_p.max_steps,
+        lr_scheduler_type=train_p.lr_scheduler_type,
+        warmup_steps=train_p.warmup_steps,
         eval_strategy="steps",
         save_strategy="steps",
         logging_strategy="steps",
-        logging_steps=tp.logging_steps,
-        eval_steps=tp.eval_steps,
-        save_steps=tp.save_steps,
-        save_total_limit=tp.save_total_limit,
-        load_best_model_at_end=tp.load_best_model_at_end,
+        logging_steps=train_p.logging_steps,
+        eval_steps=train_p.eval_steps,
+        save_steps=train_p.save_steps,
+        save_total_limit=train_p.save_total_limit,
+        load_best_model_at_end=train_p.load_best_model_at_end,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        optim=tp.optim,
-        seed=tp.seed,
-        data_seed=tp.seed,
+        optim=train_p.optim,
+        seed=train_p.seed,
+        data_seed=train_p.seed,
         # unsloth applies its own gradient checkpointing through get_peft_model.
         gradient_checkpointing=gradient_checkpointing and backend != "unsloth",
-        bf16=on_gpu and mp.dtype == "bfloat16",
-        fp16=on_gpu and mp.dtype == "float16",
+        bf16=on_gpu and model_p.dtype == "bfloat16",
+        fp16=on_gpu and model_p.dtype == "float16",
         report_to=[],  # DVCLive is attached by train() as a callback it configures itself
         # Several processes (vigsm.distributed): every LoRA weight gets a gradient at every step, so DDP
         # need not search the graph for unused ones (an extra traversal per step).
@@ -199,15 +199,15 @@ def label_coverage(trainer: Any, rows: list[dict], n: int = 8) -> dict[str, Any]
             "completion_tokens": completion_total, "first_labelled_text": first_text}
 
 
-def unsloth_environment(tp: TrainParams) -> dict[str, str]:
+def unsloth_environment(train_p: TrainParams) -> dict[str, str]:
     """The environment unsloth reads at import time for the train params (it has no other switch)."""
-    return {"UNSLOTH_BLOCK_CUDAGRAPHS": "1" if tp.cuda_graphs else "0"}
+    return {"UNSLOTH_BLOCK_CUDAGRAPHS": "1" if train_p.cuda_graphs else "0"}
 
 
-def apply_unsloth_environment(tp: TrainParams) -> None:
+def apply_unsloth_environment(train_p: TrainParams) -> None:
     """Set :func:`unsloth_environment` before unsloth is first imported; params.yaml, not the shell,
     decides, so that DVC tracks it. Too late once unsloth is loaded in this process: then it says so."""
-    for key, value in unsloth_environment(tp).items():
+    for key, value in unsloth_environment(train_p).items():
         if "unsloth" in sys.modules and os.environ.get(key, "0") != value:
             print(f"[vigsm] unsloth is already imported in this process: {key}={value} (train.cuda_graphs) "
                   f"takes effect in a new process", flush=True)
@@ -219,67 +219,68 @@ def apply_unsloth_environment(tp: TrainParams) -> None:
 ROW_MARGIN = 8
 
 
-def longest_row(mp: ModelParams, source: str, rows: list[dict]) -> int:
+def longest_row(model_p: ModelParams, source: str, rows: list[dict]) -> int:
     """Tokens in the longest of ``rows`` (prompt and completion under the chat template), plus ROW_MARGIN."""
-    tok = load_tokenizer(mp, source)
+    tok = load_tokenizer(model_p, source)
     texts = [tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
     return max(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]) + ROW_MARGIN
 
 
-def checkpointing(mp: ModelParams, lp: LoraParams, tp: TrainParams, rows: list[dict] | None = None) -> Choice:
+def checkpointing(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams,
+                  rows: list[dict] | None = None) -> Choice:
     """Resolve ``lora.gradient_checkpointing`` (true, false or auto) for this run, the same for every
     process: on if any process's GPU needs it (:func:`vigsm.memory.most_cautious`). ``rows``: the training
     rows, tokenized only where rows of max_seq_length would not fit (:func:`vigsm.memory.choose`)."""
-    check_device(mp)
-    source = resolve_model(mp)
-    longest = (lambda: longest_row(mp, source, rows)) if rows else None
-    return most_cautious(gather(choose(mp, lp, tp, backend=choose_backend(tp.backend), source=source,
+    check_device(model_p)
+    source = resolve_model(model_p)
+    longest = (lambda: longest_row(model_p, source, rows)) if rows else None
+    return most_cautious(gather(choose(model_p, lora_p, train_p, backend=choose_backend(train_p.backend), source=source,
                                        longest=longest)))
 
 
-def build_trainer(mp: ModelParams, lp: LoraParams, tp: TrainParams, train_rows: list[dict],
+def build_trainer(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams, train_rows: list[dict],
                   eval_rows: list[dict], ckpt_dir: Path, *, callbacks: list[Any] | None = None,
                   ckpt: Choice | None = None) -> tuple[Any, str]:
     """Load the base model for the chosen backend and return (SFTTrainer, backend). ``ckpt`` is the
     gradient-checkpointing choice; None resolves it here (:func:`checkpointing`)."""
-    check_device(mp)
-    backend = choose_backend(tp.backend)
-    source = resolve_model(mp)
-    ckpt = ckpt or checkpointing(mp, lp, tp)
+    check_device(model_p)
+    backend = choose_backend(train_p.backend)
+    source = resolve_model(model_p)
+    ckpt = ckpt or checkpointing(model_p, lora_p, train_p)
     from transformers import set_seed
 
-    set_seed(tp.seed)  # LoRA weights are initialised before the Trainer seeds anything
+    set_seed(train_p.seed)  # LoRA weights are initialised before the Trainer seeds anything
     if backend == "unsloth":
-        apply_unsloth_environment(tp)
+        apply_unsloth_environment(train_p)
         from unsloth import FastLanguageModel
 
-        model, tokenizer = load_unsloth(mp, source)
+        model, tokenizer = load_unsloth(model_p, source)
         model = FastLanguageModel.get_peft_model(
-            model, r=lp.r, target_modules=list(lp.target_modules), lora_alpha=lp.alpha,
-            lora_dropout=lp.dropout, bias=lp.bias, use_rslora=lp.use_rslora, random_state=tp.seed,
+            model, r=lora_p.r, target_modules=list(lora_p.target_modules), lora_alpha=lora_p.alpha,
+            lora_dropout=lora_p.dropout, bias=lora_p.bias, use_rslora=lora_p.use_rslora, random_state=train_p.seed,
             use_gradient_checkpointing="unsloth" if ckpt.enabled else False)
-        tokenizer = load_tokenizer(mp, source)  # same files; our pad-token rule applies
+        tokenizer = load_tokenizer(model_p, source)  # same files; our pad-token rule applies
         peft_config = None
     else:
-        model = load_model(mp, source)
-        tokenizer = load_tokenizer(mp, source)
-        peft_config = lora_config(lp)
-        model = prepare_kbit_base(model, mp, gradient_checkpointing=ckpt.enabled)
-    precision = "4-bit NF4 base" if mp.load_in_4bit else f"{mp.dtype} base, full precision (no quantisation)"
+        model = load_model(model_p, source)
+        tokenizer = load_tokenizer(model_p, source)
+        peft_config = lora_config(lora_p)
+        model = prepare_kbit_base(model, model_p, gradient_checkpointing=ckpt.enabled)
+    precision = "4-bit NF4 base" if model_p.load_in_4bit else f"{model_p.dtype} base, full precision (no quantisation)"
     device = "cuda" if cuda_available() else "cpu"
     print(f"[vigsm] backend={backend} device={device} precision={precision} attention={configure_attention()} "
-          f"gradient_checkpointing={ckpt.enabled} ({ckpt.reason}) padding_free={tp.padding_free}", flush=True)
+          f"gradient_checkpointing={ckpt.enabled} ({ckpt.reason}) padding_free={train_p.padding_free}", flush=True)
     from trl import SFTTrainer
 
-    args = sft_config(tp, lp, mp, ckpt_dir, backend=backend, gradient_checkpointing=ckpt.enabled)
+    args = sft_config(train_p, lora_p, model_p, ckpt_dir, backend=backend, gradient_checkpointing=ckpt.enabled)
     trainer = SFTTrainer(model=model, args=args, train_dataset=to_dataset(train_rows),
                          eval_dataset=to_dataset(eval_rows), processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
-    if tp.padding_free:
-        too_long = sum(1 for ids in trainer.train_dataset["input_ids"] if len(ids) > mp.max_seq_length)
+    if train_p.padding_free:
+        too_long = sum(1 for ids in trainer.train_dataset["input_ids"] if len(ids) > model_p.max_seq_length)
         if too_long:
             raise VigsmError(f"train.padding_free: {too_long} training examples are longer than "
-                             f"model.max_seq_length={mp.max_seq_length} and padding-free batches are not "
+                             f"model.max_seq_length={model_p.max_seq_length} and padding-free batches are not "
                              f"truncated; raise model.max_seq_length or set train.padding_free=false")
     return trainer, backend
 
@@ -360,7 +361,7 @@ def dvclive_callback(live_dir: Path, resume: bool) -> Any:
     return DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume))
 
 
-def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adapter_dir: Path,
+def train(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams, data_dir: Path, adapter_dir: Path,
           ckpt_dir: Path, metrics_path: Path, *, live_dir: Path | None = None) -> dict[str, Any]:
     """Train (resuming if a matching checkpoint exists), save the adapter, write metrics; return them."""
     # Model selection reads the validation split only; the test split is generate's and score's.
@@ -368,14 +369,15 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
     train_rows, val_rows = read_jsonl(train_file), read_jsonl(val_file)
     if not val_rows:
         raise VigsmError(f"{val_file}: the validation split is empty; rerun prepare")
-    eval_rows = val_rows[: tp.eval_limit] if tp.eval_limit else val_rows
-    run_fp = run_fingerprint(mp, lp, tp, [train_file, val_file])
+    eval_rows = val_rows[: train_p.eval_limit] if train_p.eval_limit else val_rows
+    run_fp = run_fingerprint(model_p, lora_p, train_p, [train_file, val_file])
     # Several processes: the main one cleans the checkpoint directory; all resume from what it found.
     resume = from_main(lambda: resume_checkpoint(ckpt_dir, run_fp, world_size()))
     callbacks = [dvclive_callback(live_dir, resume is not None)] if live_dir and is_main() else None
     # Decided before the model loads (free memory is read then), and recorded with the figures it used.
-    ckpt = checkpointing(mp, lp, tp, train_rows)
-    trainer, backend = build_trainer(mp, lp, tp, train_rows, eval_rows, ckpt_dir, callbacks=callbacks, ckpt=ckpt)
+    ckpt = checkpointing(model_p, lora_p, train_p, train_rows)
+    trainer, backend = build_trainer(model_p, lora_p, train_p, train_rows, eval_rows, ckpt_dir, callbacks=callbacks,
+                                     ckpt=ckpt)
     coverage = label_coverage(trainer, train_rows)
     if coverage["prompt_tokens_labelled"] or coverage["completion_tokens_labelled"] != coverage["completion_tokens"]:
         raise VigsmError(f"loss mask is wrong: {coverage['prompt_tokens_labelled']} prompt tokens carry labels "
@@ -412,7 +414,7 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "eval_loss": eval_loss,
         "perplexity": math.exp(eval_loss),
         "loss_tokens": LOSS_TOKENS,
-        "eval_split": "validation" if not tp.eval_limit else f"validation[:{tp.eval_limit}]",
+        "eval_split": "validation" if not train_p.eval_limit else f"validation[:{train_p.eval_limit}]",
         "eval_examples": len(eval_rows),
         "train_loss": train_loss,
         "train_loss_steps": train_loss_steps,
@@ -421,13 +423,13 @@ def train(mp: ModelParams, lp: LoraParams, tp: TrainParams, data_dir: Path, adap
         "resumed_from_step": resumed_from,
         "backend": backend,
         "processes": world_size(),
-        "rows_per_step": tp.per_device_train_batch_size * tp.gradient_accumulation_steps * world_size(),
+        "rows_per_step": train_p.per_device_train_batch_size * train_p.gradient_accumulation_steps * world_size(),
         **ckpt.metrics(),
         "device": "cuda" if cuda_available() else "cpu",
         "train_wall_seconds": wall,
         "train_tokens_this_run": round(tokens_this_run),
         "train_tokens_per_second": tokens_this_run / wall if wall > 0 else 0.0,
-        "train_tokens_truncated": sum(1 for n in lengths if n >= mp.max_seq_length),
+        "train_tokens_truncated": sum(1 for n in lengths if n >= model_p.max_seq_length),
         **token_length_stats(lengths, "train_tokens"),
         "prompt_tokens_labelled": coverage["prompt_tokens_labelled"],
         "completion_tokens_labelled": coverage["completion_tokens_labelled"],

@@ -12,18 +12,18 @@ from typing import Any
 from vigsm.config import GenerateParams
 
 
-def generation_kwargs(gp: GenerateParams, tok: Any) -> dict[str, Any]:
-    kw: dict[str, Any] = {"max_new_tokens": gp.max_new_tokens, "do_sample": gp.do_sample,
+def generation_kwargs(gen_p: GenerateParams, tok: Any) -> dict[str, Any]:
+    kw: dict[str, Any] = {"max_new_tokens": gen_p.max_new_tokens, "do_sample": gen_p.do_sample,
                           "pad_token_id": tok.pad_token_id}
-    if gp.do_sample:
-        kw.update(temperature=gp.temperature, top_p=gp.top_p)
+    if gen_p.do_sample:
+        kw.update(temperature=gen_p.temperature, top_p=gen_p.top_p)
     else:
         # Greedy: clear sampling knobs a generation_config may carry, so no warning and no surprise.
         kw.update(temperature=None, top_p=None, top_k=None)
     return kw
 
 
-def generate_batch(model: Any, tok: Any, prompts: list[list[dict]], gp: GenerateParams,
+def generate_batch(model: Any, tok: Any, prompts: list[list[dict]], gen_p: GenerateParams,
                    seed: int) -> tuple[list[str], int]:
     """Generate one batch (left-padded); return the decoded new text of each prompt and the number of
     new tokens produced (end-of-turn tokens included, the padding after them not)."""
@@ -33,7 +33,7 @@ def generate_batch(model: Any, tok: Any, prompts: list[list[dict]], gp: Generate
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     torch.manual_seed(seed)
     with torch.inference_mode():
-        out = model.generate(**enc, **generation_kwargs(gp, tok))
+        out = model.generate(**enc, **generation_kwargs(gen_p, tok))
     new = out[:, enc["input_ids"].shape[1]:]
     return tok.batch_decode(new, skip_special_tokens=True), int((new != tok.pad_token_id).sum())
 
