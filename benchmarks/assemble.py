@@ -644,14 +644,22 @@ def reward_curve(log_text: str) -> list[dict]:
 
 
 def score_predictions(chain: Path, work: Path) -> dict:
-    """stages/score.py on the returned predictions (finetuned, rl, and base where it was generated)."""
+    """stages/score.py on the returned predictions (finetuned, rl, and base where it was generated), under the
+    run's params.yaml; keys added to params.yaml since the run (score checks every section strictly) are
+    filled in as shipped now, so an older run still scores, with its own values wherever it has them."""
+    import yaml
+
     preds = [f"{name}={chain / f'{name}.jsonl'}" for name in ("base", "finetuned", "rl")
              if (chain / f"{name}.jsonl").is_file() and (chain / f"{name}.jsonl").stat().st_size]
     work.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for section, keys in yaml.safe_load((chain / "params.yaml").read_text(encoding="utf-8")).items():
+        params.setdefault(section, {}).update(keys)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     subprocess.run([sys.executable, str(ROOT / "stages/score.py"), "--test", str(chain / "test.jsonl"),
                     "--predictions", *preds, "--metrics", str(work / "score.json"), "--details",
                     str(work / "score-details.json"), "--per-question-dir", str(work / "per_question"),
-                    "--report", str(work / "report.md"), "--params", str(chain / "params.yaml")], check=True)
+                    "--report", str(work / "report.md"), "--params", str(work / "params.yaml")], check=True)
     return json.loads((work / "score.json").read_text())
 
 
