@@ -10,7 +10,7 @@ past 400, 6% run to the cap. Each path records its step-time curve (ms per step 
     python benchmarks/decode_bench.py cap3b --tokenizer DIR --out FILE    # 3B-shaped, every row to the cap
 
 ``--smoke`` shrinks everything for a CPU run (slow on a busy 2-core machine). benchmarks/run_device.sh
-``decode`` runs the four on the H200; benchmarks/decode_results.py assembles the results file.
+``decode`` runs the four on the H200; `benchmarks/assemble.py decode` assembles the results file.
 """
 
 from __future__ import annotations
@@ -48,25 +48,18 @@ def sync() -> None:
 
 
 def model_params(model_dir: Path, dtype: str):
-    import yaml
+    from override_params import parsed, shipped
 
-    from vigsm.config import parse_section
-
-    p = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["model"]
-    p.update(name=str(model_dir), gguf_file="", load_in_4bit=False, dtype=dtype)
-    from vigsm.config import SECTIONS
-
-    return parse_section("model", p, SECTIONS["model"])
+    changes = {"model": dict(name=str(model_dir), gguf_file="", load_in_4bit=False, dtype=dtype)}
+    return parsed(shipped(changes), "model")["model"]
 
 
 def shipped_decoding(smoke: bool):
-    import yaml
+    from override_params import parsed, shipped
 
-    from vigsm.config import SECTIONS, parse_section
     from vigsm.generation import decoding_of
 
-    g = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["generate"]
-    gp = parse_section("generate", g, SECTIONS["generate"])
+    gp = parsed(shipped(), "generate")["generate"]
     dec = decoding_of(gp)
     if smoke:
         dec = type(dec)(**{**dec.__dict__, "max_new_tokens": 420})

@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_bench as gb  # a sibling script, not a package
+import gpu_bench as gb  # sibling scripts, not a package
+from assemble import spread as _spread
+from override_params import shipped as shipped_params
 
 DEFAULTS = "shipped-defaults"
 
 
-def shipped_train_kwargs(params_path: Path = Path("params.yaml")) -> dict:
+def shipped_train_kwargs() -> dict:
     """gpu_bench's training flags for the path that params.yaml selects as shipped."""
-    p = yaml.safe_load(params_path.read_text(encoding="utf-8"))
+    p = shipped_params()
     t, lo = p["train"], p["lora"]
     return dict(backend=t["backend"], batch=t["per_device_train_batch_size"], accum=t["gradient_accumulation_steps"],
                 pad_multiple=t["pad_to_multiple_of"], cuda_graphs=t["cuda_graphs"], padding_free=t["padding_free"],
@@ -40,10 +39,7 @@ def shipped_train_kwargs(params_path: Path = Path("params.yaml")) -> dict:
 
 def spread(values: list[float]) -> dict:
     """Median with min and max, rounded for reading; empty when nothing was measured."""
-    if not values:
-        return {}
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
-            "max": round(max(values), 4), "n": len(values)}
+    return _spread(values, 4) or {}
 
 
 def summarize(runs: list[dict]) -> dict:

@@ -6,6 +6,7 @@ process, so peak memory is per path. Run it through `benchmarks/run_device.sh`; 
 benchmarks/results/<date>-h200.json and prints a table last.
 
     python benchmarks/gpu_bench.py all --tokenizer DIR --out FILE
+    python benchmarks/gpu_bench.py adapter --tokenizer DIR --model DIR --adapter DIR   # 3B base + fresh adapter
 """
 
 from __future__ import annotations
@@ -64,18 +65,33 @@ def build_model(model_dir: Path, tokenizer_dir: Path) -> None:
 
 def params_for(model_dir: Path, backend: str, padding_free: bool, grad_ckpt: bool, batch: int, accum: int,
                pad_multiple: int = 0, cuda_graphs: bool = False):
-    import yaml
+    from override_params import parsed, shipped
 
-    from vigsm.config import SECTIONS, parse_section
-
-    p = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    p["model"].update(name=str(model_dir), gguf_file="")
-    p["lora"]["gradient_checkpointing"] = grad_ckpt
-    p["train"].update(backend=backend, padding_free=padding_free, pad_to_multiple_of=pad_multiple,
+    return parsed(shipped({
+        "model": dict(name=str(model_dir), gguf_file=""), "lora": dict(gradient_checkpointing=grad_ckpt),
+        "train": dict(backend=backend, padding_free=padding_free, pad_to_multiple_of=pad_multiple,
                       cuda_graphs=cuda_graphs, per_device_train_batch_size=batch,
                       gradient_accumulation_steps=accum, max_steps=1000, eval_steps=100000, save_steps=100000,
-                      logging_steps=1000, load_best_model_at_end=False, eval_limit=8)
-    return {k: parse_section(k, p[k], SECTIONS[k]) for k in SECTIONS}
+                      logging_steps=1000, load_best_model_at_end=False, eval_limit=8)}))
+
+
+def random_adapter(model_dir: Path, tokenizer_dir: Path, adapter_dir: Path) -> None:
+    """The 3B-shaped random base (build_model) and PEFT's fresh adapter shaped by params.yaml's `lora`
+    section (its B matrices are zero), saved where the generate stage reads an adapter: decoding speed does
+    not depend on weight values, so the generate stage is timed at the real model's shapes."""
+    import torch
+    from override_params import shipped
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    build_model(model_dir, tokenizer_dir)
+    lora = shipped()["lora"]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], bias=lora["bias"],
+                     use_rslora=lora["use_rslora"], target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM")
+    get_peft_model(model, cfg).save_pretrained(adapter_dir)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(adapter_dir)
+    print(f"[adapter] r={lora['r']} on {', '.join(lora['target_modules'])} -> {adapter_dir}")
 
 
 def sdpa_as_asked() -> None:
@@ -536,7 +552,9 @@ def print_table(r: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("all", "train", "generate", "build"))
+    ap.add_argument("mode", choices=("all", "train", "generate", "build", "adapter"),
+                    help="build: the 3B-shaped random model in /tmp/qwen25-3b-random; adapter: that model (or "
+                         "--model) and a fresh adapter shaped by params.yaml's lora section in --adapter")
     ap.add_argument("--tokenizer")
     ap.add_argument("--out", default=f"benchmarks/results/{time.strftime('%Y-%m-%d')}-h200.json")
     ap.add_argument("--result")
@@ -574,6 +592,9 @@ def main() -> None:
         return
     if args.mode == "build":
         build_model(Path("/tmp/qwen25-3b-random"), Path(args.tokenizer))
+        return
+    if args.mode == "adapter":
+        random_adapter(Path(args.model or "/tmp/qwen25-3b-random"), Path(args.tokenizer), Path(args.adapter))
         return
     res = bench_train(args) if args.mode == "train" else bench_generate(args)
     Path(args.result).write_text(json.dumps(res))

@@ -35,20 +35,36 @@
 #                                           .whl .bench-tok.tar.xz on the first call
 #   bash benchmarks/run_device.sh x2        on nvidia-h200-x2: the train stage (40 steps) and the generate-base
 #                                           stage with gpus 2 then 1, $RUNS rounds (default 1); carry .whl
-#                                           .bench-tok.tar.xz; assemble with benchmarks/x2_results.py
+#                                           .bench-tok.tar.xz; assemble with `benchmarks/assemble.py x2`
 #   bash benchmarks/run_device.sh notebook768  the notebook's decoding at its 768 new tokens on the 3B model
 #                                           ($RUNS runs, default 2; carry .whl .bench-tok.tar.xz)
 #   bash benchmarks/run_device.sh decode    issue 21's decoding and loading (benchmarks/decode_bench.py), one call,
 #                                           no wheels: carry a folder holding this tree and SmolLM2's tokenizer
 #                                           files in .tok/; the ragged rounds (eager slots, static graphs, static
 #                                           batch), profiles, text equality, the 3B cap rounds, the loading phases;
-#                                           assemble with benchmarks/decode_results.py
+#                                           assemble with `benchmarks/assemble.py decode`
 #   bash benchmarks/run_device.sh rows      issue 12's rows with fewer than 3 runs, as one chain like `pipeline`
 #                                           (watched the same way): the 3B generate stage (separate adapter)
 #                                           and the notebook's decoding, 3 rounds interleaved; then SmolLM2's
 #                                           learning check (one epoch; EPOCHS=2 for two) and the generation
 #                                           paths with 3 rounds. Call 1 carries .whl .gguf-a .bench-tok.tar.xz,
-#                                           call 2 .gguf-b; assemble with benchmarks/defaults_results.py
+#                                           call 2 .gguf-b; assemble with `benchmarks/assemble.py defaults`
+#   bash benchmarks/run_device.sh rl-install|rl-start|rl-watch   issue 22's learning check on SmolLM2-135M-Instruct
+#                                           (real weights) on vigsm.sample 7473 / 1319: SFT, then GRPO (the rl stage
+#                                           as dvc.yaml runs it), then the SFT and RL adapters answer the test split;
+#                                           one chain in its own process session (rl-chain), like `pipeline`.
+#                                           The stages are dvc.yaml's commands (run_stages.py, --live-dir dropped).
+#                                           Carried (ignored paths under /work/main): the tree with .whl-rl inside
+#                                           (trl 1.14.0, datasets 4.8.5, dill, multiprocess, gguf 0.19.0; the
+#                                           image has torch, transformers, peft, accelerate), .gguf-rl-a (SmolLM2's
+#                                           GGUF's first 38,000,000 bytes) and .gguf-rl-b (the rest). Calls back to
+#                                           back: 1. carry tree + .gguf-rl-a: rl-install; 2. tree + .gguf-rl-b:
+#                                           rl-start (starts the chain, watches); 3. tree: rl-watch, again until
+#                                           "done: yes". Env: SFT_STEPS (300), RL_STEPS (60), RL_BUDGET seconds for
+#                                           the rl stage (330; past it the RL variant is generated from its last
+#                                           checkpoint, which the results say), RL_SET (more rl.key=value), WATCH
+#                                           (520), BASE=1 to also generate the base's answers. Assemble with
+#                                           `benchmarks/assemble.py rl` (it scores the predictions here)
 #
 # The notebook-scale pair (issue 12), two calls in a row while the machine is warm:
 #   call 1, carry .whl .gguf-a .bench-tok.tar.xz:  bash benchmarks/run_device.sh gen3b
@@ -77,7 +93,7 @@ pack() {  # the JSONs stay beside the archive only while they fit in the 8 files
   else find "$OUT" -type f -delete; fi
   mv /tmp/logs.tgz "$OUT/"
 }
-[[ -n $CHAIN ]] || trap pack EXIT
+[[ -n $CHAIN || $what == rl-* ]] || trap pack EXIT  # rl-* brings back its own archive
 trap 'exit 143' TERM
 # decode: the image's own torch and transformers are enough (no 4-bit, no unsloth): no wheels to install
 if [[ $what == decode ]]; then
@@ -91,6 +107,91 @@ if [[ $what == decode ]]; then
   tail -n 3 "$OUT/cap3b.log"
   for i in 1 2 3; do timeout 60 python3 $b load --work /tmp/db --out "$OUT/h200-decode-load-$i.json" > "$OUT/load-$i.log" 2>&1; done
   python3 $b table "$OUT"/*.json
+  exit 0
+fi
+# rl-*: issue 22's learning check (header above); its own wheels (.whl-rl), no .site, one archive back
+if [[ $what == rl-* ]]; then
+  RL=/tmp/rl
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  rl_site() {  # the carried wheels, installed once into /tmp (kept while the machine is warm)
+    [[ -f /tmp/site-rl/.ok ]] && return
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site-rl \
+      "$here"/.whl-rl/*.whl > "$OUT/pip.log" 2>&1 || { tail "$OUT/pip.log"; return 1; }
+    touch /tmp/site-rl/.ok
+  }
+  rl_watch() {  # wait up to $WATCH s for the chain to end, then bring back what it wrote (one archive)
+    local deadline=$((SECONDS + ${WATCH:-520}))
+    while [[ ! -f $RL/done && $SECONDS -lt $deadline ]]; do sleep 5; done
+    echo "done: $([[ -f $RL/done ]] && echo yes || echo no)"
+    grep -h "^\[stages\]\|^\[rl-chain\]" "$RL/chain.log" 2>/dev/null | tail -n 20
+    grep -ho "{'loss'[^}]*}" "$RL/out/rl.log" 2>/dev/null | tail -n 2 | cut -c1-600
+    tar czf "$OUT/rl-chain.tgz" -C "$RL" out chain.log 2>/dev/null
+    ls -la "$OUT"
+  }
+  case $what in
+    rl-install)
+      nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+      rl_site || exit 1
+      mkdir -p /tmp/rl-parts && cp ../.gguf-rl-a /tmp/rl-parts/ 2>/dev/null || cp .gguf-rl-a /tmp/rl-parts/ || exit 1
+      ls -la /tmp/rl-parts /tmp/site-rl | head
+      ;;
+    rl-start)
+      rl_site || exit 1
+      [[ -f /tmp/rl-parts/.gguf-rl-a ]] || { echo "no first part: run rl-install first"; exit 1; }
+      b=../.gguf-rl-b; [[ -f $b ]] || b=.gguf-rl-b
+      if [[ ! -f $RL/started ]]; then
+        mkdir -p "$RL/out" && cp -a . "$RL/repo" && mkdir -p "$RL/repo/.gguf" \
+          && cat /tmp/rl-parts/.gguf-rl-a "$b" > "$RL/repo/.gguf/SmolLM2-135M-Instruct.Q4_1.gguf" \
+          && touch "$RL/started" || exit 1
+        (cd "$RL/repo" && setsid nohup bash benchmarks/run_device.sh rl-chain > "$RL/chain.log" 2>&1 < /dev/null &)
+      fi
+      rl_watch
+      ;;
+    rl-watch)
+      rl_watch
+      ;;
+    rl-chain)
+      trap 'touch $RL/done' EXIT
+      export PYTHONPATH=/tmp/site-rl:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VIGSM_CACHE=$PWD/.cache-vigsm
+      OUT=$RL/out
+      sha256sum .gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+      python3 -m vigsm.sample --out /tmp/nb-sample --train 7473 --test 1319 || exit 1
+      # params.yaml as shipped but for: the data and the model (SmolLM2 in bfloat16: the image has no
+      # bitsandbytes, so no 4-bit and no 8-bit optimiser), SFT shortened to fit the device time, and RL on.
+      # shellcheck disable=SC2086
+      python3 benchmarks/override_params.py params.yaml data.source=/tmp/nb-sample model.name="$PWD/.gguf" \
+        model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf model.load_in_4bit=false train.optim=adamw_torch \
+        train.backend=peft train.max_steps="${SFT_STEPS:-300}" train.eval_steps=100 train.save_steps=100 \
+        rl.steps="${RL_STEPS:-60}" rl.prompts_per_step=16 rl.num_generations=8 rl.learning_rate=2e-5 \
+        rl.max_completion_length=192 rl.save_steps=10 ${RL_SET:-} || exit 1
+      cp params.yaml "$OUT/params.yaml"
+      python3 benchmarks/run_stages.py --out "$OUT/stages.json" --log-dir "$OUT" --drop-option=--live-dir \
+        check prepare train || exit 1
+      # The rl stage as dvc.yaml runs it, within RL_BUDGET seconds.
+      argv=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from run_stages import stage_command; \
+import shlex; print(shlex.join(stage_command('rl', ['--live-dir'])))")
+      t0=$SECONDS
+      timeout "${RL_BUDGET:-330}" bash -c "$argv" > "$OUT/rl.log" 2>&1
+      rc=$?
+      echo "{\"seconds\": $((SECONDS - t0)), \"rc\": $rc}" > "$OUT/rl-stage.json"
+      echo "[rl-chain] rl: rc=$rc $((SECONDS - t0))s"
+      if [[ $rc != 0 ]]; then   # stopped at the budget: the last checkpoint's adapter stands in for the RL adapter
+        last=$(ls -d models/checkpoints-rl/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -n 1)
+        [[ -n $last ]] || exit 1
+        rm -rf models/adapter-rl && mkdir -p models/adapter-rl \
+          && cp "$last"/adapter_config.json "$last"/adapter_model.safetensors models/adapter-rl/ || exit 1
+        echo "{\"stopped_at_budget\": true, \"checkpoint\": \"$last\"}" > "$OUT/rl-fallback.json"
+        echo "[rl-chain] generating the RL variant from $last"
+      fi
+      cp metrics/train.json metrics/rl.json "$OUT/" 2>/dev/null
+      python3 benchmarks/run_stages.py --out "$OUT/stages.json" --log-dir "$OUT" --drop-option=--live-dir \
+        generate generate-rl
+      [[ ${BASE:-0} == 1 ]] && python3 benchmarks/run_stages.py --out "$OUT/stages.json" --log-dir "$OUT" generate-base
+      cp data/prepared/test.jsonl data/prepared/stats.json data/predictions/*.jsonl metrics/*.json "$OUT/" 2>/dev/null
+      echo "[rl-chain] finished"
+      ;;
+    *) echo "unknown mode $what"; exit 2 ;;
+  esac
   exit 0
 fi
 # Files outside the repository copy (/tmp) stay on the machine between calls while it is warm.
@@ -157,8 +258,8 @@ watch_chain() {  # $1 its folder: wait up to $WATCH s (default 540) for it to en
 }
 
 random_3b() {  # the 3B-shaped random model with a fresh r=32 adapter where the generate stage reads it
-  python3 benchmarks/random_adapter.py --tokenizer .bench/tokenizer --model-dir /tmp/qwen25-3b-random \
-    --adapter-dir models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; return 1; }
+  python3 benchmarks/gpu_bench.py adapter --tokenizer .bench/tokenizer --model /tmp/qwen25-3b-random \
+    --adapter models/adapter > "$OUT/adapter.log" 2>&1 || { tail "$OUT/adapter.log"; return 1; }
 }
 
 gen3b_setup() {  # random_3b, then the notebook-scale data prepared for it (check needs the model built)

@@ -443,21 +443,6 @@ def test_rl_resumes_after_sigkill(project, tmp_path):
     assert m["steps"] == 3 and m["resumed_from_step"] >= 1
 
 
-def test_reward_curve_is_read_from_the_rl_stage_log():
-    """benchmarks/rl_results.py reads TRL's printed log dicts, tqdm's carriage returns and all."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from rl_results import reward_curve
-
-    log = ("Loading weights: 100%\r 50%|#####     | 1/2 [00:29<00:29]  {'loss': '0.01', 'grad_norm': '0.5', "
-           "'reward': '0.25', 'reward_std': '0.4', 'groups_any_correct': '0.5', 'completions/mean_length': '16', "
-           "'step_time': '28.65', 'epoch': '0.04'}\n 50%|#####\r100%|##########| 2/2 {'loss': '0', 'reward': '0.5', "
-           "'kl': 'nan', 'step_time': '17.1'}\n{'train_runtime': '48.27', 'train_loss': '0'}\n")
-    curve = reward_curve(log)
-    assert [r["step"] for r in curve] == [1, 2]
-    assert curve[0]["reward"] == 0.25 and curve[0]["groups_any_correct"] == 0.5 and curve[1]["step_time"] == 17.1
-    assert "epoch" not in curve[0] and "kl" not in curve[1]
-
-
 @pytest.mark.slow
 def test_rl_learns_from_a_reward_with_spread(project, tmp_path, monkeypatch):
     """With rewards that differ within a group (here: longer completions score higher), one GRPO step moves
