@@ -59,11 +59,11 @@ def shipped_decoding(smoke: bool):
 
     from vigsm.generation import decoding_of
 
-    gp = parsed(shipped(), "generate")["generate"]
-    dec = decoding_of(gp)
+    gen_p = parsed(shipped(), "generate")["generate"]
+    dec = decoding_of(gen_p)
     if smoke:
         dec = type(dec)(**{**dec.__dict__, "max_new_tokens": 420})
-    return gp, dec
+    return gen_p, dec
 
 
 def prompts_for(tok, n: int) -> list[list[int]]:
@@ -130,20 +130,20 @@ def load(args) -> None:
 
     mark("import_vigsm")
     work = Path(args.work)
-    mp = model_params(work / "base", "bfloat16")
+    model_p = model_params(work / "base", "bfloat16")
     if torch.cuda.is_available():
         torch.zeros(1, device="cuda")
     mark("cuda_init")
-    source = resolve_model(mp)
+    source = resolve_model(model_p)
     mark("resolve_model")
-    tok = modeling.load_tokenizer(mp, source, padding_side="left")
+    tok = modeling.load_tokenizer(model_p, source, padding_side="left")
     mark("load_tokenizer")
-    model = modeling.load_model(mp, source)
+    model = modeling.load_model(model_p, source)
     sync()
     mark("from_pretrained")
     model = use_decode_attention(model)
     mark("decode_attention")
-    model = modeling.attach_adapter(model, str(work / "adapter"), mp).eval()
+    model = modeling.attach_adapter(model, str(work / "adapter"), model_p).eval()
     sync()
     mark("attach_adapter")
     from vigsm.decoding import _token_classes
@@ -281,7 +281,7 @@ def ragged(args) -> None:
     def save() -> None:
         out.write_text(json.dumps(res))
 
-    gp, dec = shipped_decoding(args.smoke)
+    gen_p, dec = shipped_decoding(args.smoke)
     n = 8 if args.smoke else 1319
     t0 = time.perf_counter()
     model, tok = load_with_adapter(model_params(work / "base", "float32" if args.smoke else "bfloat16"),
@@ -290,12 +290,12 @@ def ragged(args) -> None:
     prompts = prompts_for(tok, n)
     lengths = ragged_lengths(n, dec.max_new_tokens, seed=0)
     forced = ForcedLengths(model, tok, prompts, lengths, dec.max_new_tokens)
-    res["schedule"] = {"rows": n, "max_new_tokens": dec.max_new_tokens, "slots": gp.batch_size,
+    res["schedule"] = {"rows": n, "max_new_tokens": dec.max_new_tokens, "slots": gen_p.batch_size,
                        "within_50": sum(x <= 50 for x in lengths), "past_400": sum(x > 400 for x in lengths),
                        "to_cap": sum(x > dec.max_new_tokens for x in lengths),
                        "prompt_tokens_min_max": [len(prompts[0]), len(prompts[-1])]}
     log(f"schedule {res['schedule']}")
-    slots = max(gp.batch_size, n)
+    slots = max(gen_p.batch_size, n)
     # warm-up: CUDA context, cuBLAS handles, the first graphs' pools
     for static in (False, True):
         run_decode(forced, tok, prompts[:8], type(dec)(**{**dec.__dict__, "max_new_tokens": 420}), static=static,

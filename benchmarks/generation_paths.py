@@ -42,7 +42,7 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_static(model: Any, tok: Any, rows: list[dict], gp: Any) -> tuple[dict[str, str], dict[str, int]]:
+def run_static(model: Any, tok: Any, rows: list[dict], gen_p: Any) -> tuple[dict[str, str], dict[str, int]]:
     """One sorted left-padded batch of all prompts through model.generate: texts and work figures."""
     import torch
     from static_generation import generation_kwargs
@@ -53,7 +53,7 @@ def run_static(model: Any, tok: Any, rows: list[dict], gp: Any) -> tuple[dict[st
     order = sorted(range(len(rows)), key=lambda i: (len(ids[i]), rows[i]["id"]))
     enc = tok.pad({"input_ids": [ids[i] for i in order]}, return_tensors="pt").to(model.device)
     with torch.inference_mode():
-        out = model.generate(**enc, **generation_kwargs(gp, tok))
+        out = model.generate(**enc, **generation_kwargs(gen_p, tok))
     new = out[:, enc["input_ids"].shape[1]:]
     texts = tok.batch_decode(new, skip_special_tokens=True)
     new_tokens = int((new != tok.pad_token_id).sum())
@@ -61,8 +61,8 @@ def run_static(model: Any, tok: Any, rows: list[dict], gp: Any) -> tuple[dict[st
             {"new_tokens": new_tokens, "row_steps": int(new.shape[0] * new.shape[1])})
 
 
-def run_slots(model: Any, tok: Any, rows: list[dict], gp: Any) -> tuple[dict[str, str], dict[str, Any]]:
-    """The generate stage's decoding (sorted by length, gp.batch_size slots, gp's stop rules)."""
+def run_slots(model: Any, tok: Any, rows: list[dict], gen_p: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    """The generate stage's decoding (sorted by length, gen_p.batch_size slots, gen_p's stop rules)."""
     from vigsm.decoding import DecodeStats, decode
     from vigsm.generation import decoding_of
     from vigsm.modeling import chat_prompt_ids
@@ -74,7 +74,7 @@ def run_slots(model: Any, tok: Any, rows: list[dict], gp: Any) -> tuple[dict[str
     def finish(i: int, tokens: list[int], reason: str) -> None:
         texts[todo[i]["id"]] = tok.decode(tokens, skip_special_tokens=True)
 
-    stats = decode(model, tok, [ids[r["id"]] for r in todo], decoding_of(gp), slots=gp.batch_size,
+    stats = decode(model, tok, [ids[r["id"]] for r in todo], decoding_of(gen_p), slots=gen_p.batch_size,
                    on_finish=finish, stats=DecodeStats())
     return texts, stats.as_dict()
 
@@ -112,18 +112,18 @@ def main() -> None:
     from vigsm.modeling import check_device, load_with_adapter
 
     model_p = load_section("model", path=args.params)
-    gp = dataclasses.replace(load_section("generate", path=args.params), do_sample=False)
+    gen_p = dataclasses.replace(load_section("generate", path=args.params), do_sample=False)
     rows = read_jsonl(args.test)
     rows = rows[: args.limit] if args.limit else rows
     check_device(model_p)
     t0 = time.perf_counter()
     model, tok = load_with_adapter(model_p, str(args.adapter) if args.adapter else None,
-                                   base_16bit=gp.base_16bit, merge_adapter=gp.merge_adapter)
+                                   base_16bit=gen_p.base_16bit, merge_adapter=gen_p.merge_adapter)
     load_seconds = time.perf_counter() - t0
-    paths = {"static": (run_static, gp),
-             "slots": (run_slots, gp),
-             "slots-no-stop": (run_slots, dataclasses.replace(gp, stop_at_answer=False, stop_loops=False))}
-    warm = dataclasses.replace(gp, max_new_tokens=4)
+    paths = {"static": (run_static, gen_p),
+             "slots": (run_slots, gen_p),
+             "slots-no-stop": (run_slots, dataclasses.replace(gen_p, stop_at_answer=False, stop_loops=False))}
+    warm = dataclasses.replace(gen_p, max_new_tokens=4)
     for fn, _ in paths.values():
         fn(model, tok, rows[:2], warm)
     seconds: dict[str, list[float]] = {k: [] for k in paths}
@@ -133,10 +133,11 @@ def main() -> None:
 
     def summarize() -> dict[str, Any]:
         result: dict[str, Any] = {
-            "questions": len(rows), "repeats": args.repeats, "slots": gp.batch_size,
-            "max_new_tokens": gp.max_new_tokens, "stop_at_answer": gp.stop_at_answer, "stop_loops": gp.stop_loops,
-            "model": model_p.name, "adapter": str(args.adapter) if args.adapter else None,
-            "base_16bit": gp.base_16bit, "merge_adapter": gp.merge_adapter, "load_seconds": round(load_seconds, 2),
+            "questions": len(rows), "repeats": args.repeats, "slots": gen_p.batch_size,
+            "max_new_tokens": gen_p.max_new_tokens, "stop_at_answer": gen_p.stop_at_answer,
+            "stop_loops": gen_p.stop_loops, "model": model_p.name, "adapter": str(args.adapter) if args.adapter else None,
+            "base_16bit": gen_p.base_16bit, "merge_adapter": gen_p.merge_adapter,
+            "load_seconds": round(load_seconds, 2),
             "device": _device(),
             "paths": {name: {"seconds_median": statistics.median(s), "seconds_min": min(s), "seconds_max": max(s),
                              "seconds": s, **{k: v for k, v in work[name].items() if v is not None},

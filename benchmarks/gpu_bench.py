@@ -102,17 +102,17 @@ def sdpa_as_asked() -> None:
         torch.backends.cuda.enable_cudnn_sdp(True)  # torch's default, as sdpa_probe leaves it too
 
 
-def load_notebook_model(mp, adapter: str | None):
+def load_notebook_model(model_p, adapter: str | None):
     """The notebook's inference model: the 4-bit base, the adapter on top, transformers' own SDPA attention
     (no dequantised copy, no grouped-query decoding), with vigsm's left-padding tokenizer."""
     from vigsm.modeling import attach_adapter, load_model, load_tokenizer
     from vigsm.weights import resolve_model
 
-    source = resolve_model(mp)
-    model = load_model(mp, source)
+    source = resolve_model(model_p)
+    model = load_model(model_p, source)
     if adapter:
-        model = attach_adapter(model, adapter, mp)
-    return model.eval(), load_tokenizer(mp, source, padding_side="left")
+        model = attach_adapter(model, adapter, model_p)
+    return model.eval(), load_tokenizer(model_p, source, padding_side="left")
 
 
 def bench_train(args) -> dict:
@@ -244,7 +244,7 @@ def bench_generate(args) -> dict:
     from vigsm.modeling import load_with_adapter
 
     s = params_for(Path(args.model), "peft", False, False, 1, 1)
-    gp = dataclasses.replace(s["generate"], do_sample=args.sample, max_new_tokens=args.max_new_tokens,
+    gen_p = dataclasses.replace(s["generate"], do_sample=args.sample, max_new_tokens=args.max_new_tokens,
                              batch_size=args.batch)
     t0 = time.perf_counter()
     # the project's path is the generate stage's; the notebook's is plain transformers
@@ -257,14 +257,14 @@ def bench_generate(args) -> dict:
     pool = [{**r, "id": f"{r['id']}-{i}"} for i, r in enumerate(repeated)]
     rows = pool[: args.questions]
     rows = sort_by_length(rows, tok) if args.sorted else rows
-    generate_batch(model, tok, [r["prompt"] for r in rows[:2]], dataclasses.replace(gp, max_new_tokens=4), 0)
+    generate_batch(model, tok, [r["prompt"] for r in rows[:2]], dataclasses.replace(gen_p, max_new_tokens=4), 0)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     outs, new_tokens = {}, 0
     for i in range(0, len(rows), args.batch):
         batch = rows[i:i + args.batch]
-        texts, n = generate_batch(model, tok, [r["prompt"] for r in batch], gp, seed=i)
+        texts, n = generate_batch(model, tok, [r["prompt"] for r in batch], gen_p, seed=i)
         outs.update({r["id"]: t for r, t in zip(batch, texts, strict=True)})
         new_tokens += n
     torch.cuda.synchronize()
@@ -276,7 +276,7 @@ def bench_generate(args) -> dict:
            "projected_seconds_1319": seconds * TEST_QUESTIONS / len(rows),
            "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9}
     if args.agree_sample:
-        greedy = dataclasses.replace(gp, do_sample=False, max_new_tokens=64, batch_size=20)
+        greedy = dataclasses.replace(gen_p, do_sample=False, max_new_tokens=64, batch_size=20)
         outs = {}
         sample = pool[: args.agree_sample]
         for i in range(0, len(sample), 20):

@@ -10,7 +10,7 @@ reloads the saved adapter onto a plain bfloat16 base. This trains a short adapte
 - ``kbit+autocast``: that, decoded under bfloat16 autocast.
 
 Usage (on the device; run_device.sh's ``reload`` mode passes SmolLM2's params):
-    python benchmarks/reload_precision.py --params P --data-dir data/prepared --work /tmp/rp --out R.json
+    python benchmarks/reload_precision.py --params P --data-dir data/prepared --work /tmp/rl_p --out R.json
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--new-tokens", type=int, default=32)
     args = ap.parse_args()
-    mp, lp = load_section("model", path=args.params), load_section("lora", path=args.params)
-    tp = dataclasses.replace(load_section("train", path=args.params), backend="peft", max_steps=args.steps)
-    gp = dataclasses.replace(load_section("generate", path=args.params), do_sample=False,
+    model_p, lora_p = load_section("model", path=args.params), load_section("lora", path=args.params)
+    train_p = dataclasses.replace(load_section("train", path=args.params), backend="peft", max_steps=args.steps)
+    gen_p = dataclasses.replace(load_section("generate", path=args.params), do_sample=False,
                              max_new_tokens=args.new_tokens, batch_size=args.prompts)
 
     import torch
@@ -70,19 +70,19 @@ def main() -> None:
 
     train, test = (read_jsonl(args.data_dir / f"{s}.jsonl") for s in ("train", "test"))
     prompts = [r["prompt"] for r in test[: args.prompts]]
-    trainer, _ = build_trainer(mp, lp, tp, train, test[:8], args.work / "ckpt")
+    trainer, _ = build_trainer(model_p, lora_p, train_p, train, test[:8], args.work / "ckpt")
     trainer.train()
     trainer.save_model(str(args.work / "adapter"))
     live = trainer.model
     live.eval()
     tok = trainer.processing_class
     tok.padding_side = "left"
-    result: dict = {"model": mp.name, "gguf_file": mp.gguf_file, "steps": args.steps, "prompts": len(prompts),
+    result: dict = {"model": model_p.name, "gguf_file": model_p.gguf_file, "steps": args.steps, "prompts": len(prompts),
                     "new_tokens": args.new_tokens, "live_dtypes": dtypes(live), "reloads": {}}
     ref = {}
     for on in (False, True):
         with autocast(live, on):
-            ref[on] = generate_batch(live, tok, prompts, gp, seed=0)[0]
+            ref[on] = generate_batch(live, tok, prompts, gen_p, seed=0)[0]
     result["live_autocast_vs_live"] = sum(a == b for a, b in zip(ref[False], ref[True], strict=True))
     del trainer, live
     gc.collect()
@@ -91,9 +91,10 @@ def main() -> None:
     adapter = str(args.work / "adapter")
     for name in ("stage", "kbit", "kbit+autocast"):
         # the same tokenizer files for every reload: the live model's, left-padded
-        model = load_with_adapter(mp, adapter, base_16bit=False)[0] if name == "stage" else load_as_trained(mp, adapter)
+        model = (load_with_adapter(model_p, adapter, base_16bit=False)[0] if name == "stage"
+                 else load_as_trained(model_p, adapter))
         with autocast(model, name.endswith("autocast")):
-            texts = generate_batch(model, tok, prompts, gp, seed=0)[0]
+            texts = generate_batch(model, tok, prompts, gen_p, seed=0)[0]
         result["reloads"][name] = {
             "dtypes": dtypes(model),
             "identical_to_live": sum(a == b for a, b in zip(ref[False], texts, strict=True)),
