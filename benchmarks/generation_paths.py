@@ -135,7 +135,8 @@ def main() -> None:
         result: dict[str, Any] = {
             "questions": len(rows), "repeats": args.repeats, "slots": gen_p.batch_size,
             "max_new_tokens": gen_p.max_new_tokens, "stop_at_answer": gen_p.stop_at_answer,
-            "stop_loops": gen_p.stop_loops, "model": model_p.name, "adapter": str(args.adapter) if args.adapter else None,
+            "stop_loops": gen_p.stop_loops, "model": model_p.name,
+            "adapter": str(args.adapter) if args.adapter else None,
             "base_16bit": gen_p.base_16bit, "merge_adapter": gen_p.merge_adapter,
             "load_seconds": round(load_seconds, 2),
             "device": _device(),
