@@ -318,3 +318,60 @@ def test_prepare_without_validation_uses_test(tmp_path):
     assert records["validation"] == records["test"] and len(records["test"]) == 1
     assert (stats["validation_from"], stats["validation_count"], stats["train_count"]) == ("test", 1, 2)
     assert stats["validation_seed"] == 0
+
+
+# --- survivors of the first run with the tests above
+
+
+def test_jsonl_lines_are_counted_in_bytes_as_written(tmp_path):
+    # a bare carriage return is JSON whitespace, not a line end: the record still sits on line 1
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'\r{"a": 1}\n{"a": 2}\n')
+    rows, locate = data._read_table(path)
+    assert rows == [{"a": 1}, {"a": 2}] and (locate(0), locate(1)) == (f"{path}:1", f"{path}:2")
+
+
+@pytest.fixture
+def ascii_locale():
+    """The C locale, whose default text encoding is ASCII: files must still be read as UTF-8."""
+    import locale
+
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)
+
+
+def test_utf8_whatever_the_locale(tmp_path, ascii_locale):
+    prompt = tmp_path / "p.txt"
+    prompt.write_bytes("Giải bài toán.\n".encode())
+    assert data.read_system_prompt(prompt) == "Giải bài toán.\n"
+    doc = tmp_path / "x.json"
+    doc.write_bytes(json.dumps([{"q": "Giải"}], ensure_ascii=False).encode())
+    assert data._read_records(doc, ".json") == [{"q": "Giải"}]
+
+
+def test_hub_revision_is_passed_on(monkeypatch):
+    hub = _Hub(monkeypatch)
+    _, meta, _ = data._load_located(_params(source="owner/set", revision="v2"), None)
+    assert meta["revision"] == "v2" and ("info", "owner/set", "v2") in hub.calls
+
+
+def test_prepare_empty_test_split_message(tmp_path):
+    _jsonl(tmp_path / "train.jsonl", [ROW])
+    _jsonl(tmp_path / "test.jsonl", [{**ROW, "answer": "?"}, {**ROW, "index": 1, "question": ""}])
+    assert _message(data.prepare, _params(source=str(tmp_path)), tmp_path, "SP") == (
+        "the test split is empty after cleaning: 2 rows read, dropped 1 with an empty question, 1 without a number "
+        f"in the answer; check the test file of data.source ({tmp_path}): each row needs a question and a numeric "
+        "answer")
+
+
+def test_prepare_empty_train_split_message(tmp_path):
+    _jsonl(tmp_path / "train.jsonl", [{**ROW, "answer": "?"}])
+    _jsonl(tmp_path / "test.jsonl", [ROW])
+    assert _message(data.prepare, _params(source=str(tmp_path)), tmp_path, "SP") == (
+        "the train split is empty after cleaning: 1 rows read, dropped 0 with an empty question, 1 without a number "
+        "in the answer, 0 also in the test split (same question); check the train file of data.source "
+        f"({tmp_path}): each row needs a question and a numeric answer")
