@@ -54,10 +54,12 @@ def rerun_by_edit(project: Path, module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("module", "stages"), [
-    ("answers.py", {"score"}),  # the extraction rules: only score reads them
-    ("data.py", {"check", "prepare"}),  # loading and cleaning: train no longer imports it
-    ("lengths.py", {"check", "prepare", "train"}),  # the length statistics, a leaf module
-    ("notation.py", {"check", "prepare", "generate-base", "generate", "score"}),  # how numbers are written
+    # the extraction rules: score, and rl, whose reward is the same exact match (vigsm.rewards)
+    ("answers.py", {"score", "rl"}),
+    ("data.py", {"check", "prepare"}),  # loading and cleaning: neither train nor rl imports it
+    ("lengths.py", {"check", "prepare", "train", "rl"}),  # the length statistics (rl imports vigsm.training)
+    # how numbers are written: the prepared answers, the answer-line stop rule, the scores and the reward
+    ("notation.py", {"check", "prepare", "generate-base", "generate", "generate-rl", "score", "rl"}),
 ])
 def test_an_edit_reruns_exactly_the_stages_that_import_it(committed, module, stages):
     assert rerun_by_edit(committed, module) == stages
