@@ -127,8 +127,8 @@ def test_rl_defaults_parse_and_steps_zero_is_the_default():
     rl_p = parse_section("rl", _rl_raw(), SECTIONS["rl"])
     assert isinstance(rl_p, RLParams) and rl_p.steps == 0
     assert set(_rl_raw()) == {"steps", "learning_rate", "num_generations", "prompts_per_step", "max_completion_length",
-                              "temperature", "beta", "loss_type", "reward", "format_reward", "logging_steps",
-                              "save_steps", "seed"}
+                              "temperature", "beta", "loss_type", "reward", "format_reward", "rollout",
+                              "logging_steps", "save_steps", "seed"}
 
 
 RL_BAD = [
@@ -143,6 +143,7 @@ RL_BAD = [
     ("loss_type", "ppo", "rl.loss_type: 'ppo' is not one of dapo, grpo, dr_grpo, bnpo"),
     ("reward", "exact", "rl.reward: 'exact' is not one of strict, flexible"),
     ("format_reward", -1, "rl.format_reward: must be >= 0"),
+    ("rollout", "vllm", "rl.rollout: 'vllm' is not one of trl, vigsm, vigsm_graphs"),
     ("logging_steps", 0, "rl.logging_steps: must be >= 1"),
     ("save_steps", 0, "rl.save_steps: must be >= 1"),
     ("seed", -3, "rl.seed: must be >= 0"),
@@ -182,6 +183,106 @@ def test_grpo_config_takes_every_step_in_one_generation_batch(tmp_path):
     assert (args.per_device_train_batch_size, args.generation_batch_size, args.steps_per_generation) == (15, 15, 1)
     assert (args.num_generations, args.max_steps, args.beta, args.loss_type, args.use_vllm) == (3, 3, 0.04, "dr_grpo",
                                                                                               False)
+
+
+# ---------------------------------------------------------------- rollouts (rl.rollout)
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    """The tiny model with larger random weights (texts vary token to token) under a LoRA adapter that
+    matters, gradient checkpointing on and in training mode, as TRL hands it to generate; a left-padding
+    tokenizer and prompts of different lengths."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
+    cfg = LlamaConfig.from_pretrained(tiny_model_dir)
+    cfg.initializer_range = 0.3
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    model.gradient_checkpointing_enable()
+    texts = ["1+1?", "Lan có 2 cây bút, mua thêm 1 cây. Lan có bao nhiêu cây bút?", "x", "hai cộng ba bằng mấy"]
+    enc = tok([tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+               for t in texts], return_tensors="pt", padding=True)
+    return model, tok, enc
+
+
+def _completions(out, width, eos):
+    """Each row's new tokens up to and including the first end-of-turn token (TRL's mask)."""
+    rows = []
+    for row in out[:, width:].tolist():
+        rows.append(row[:row.index(eos) + 1] if eos in row else row)
+    return rows
+
+
+@pytest.mark.parametrize("engine", ["vigsm", "vigsm_graphs"])
+def test_vigsm_rollouts_are_generates_completions_in_its_shape(policy, engine):
+    """Greedy, the vigsm engines give model.generate's completions (to the first end-of-turn token) after
+    the same left-padded prompts, with KV caching although the policy is in training mode with gradient
+    checkpointing, which they leave as they found it; the tokens counted are the completions' lengths."""
+    import torch
+    from transformers import GenerationConfig
+
+    from vigsm.rl import Rollouts
+
+    model, tok, enc = policy
+    width = enc["input_ids"].shape[1]
+    plain = GenerationConfig(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=-1)
+    model.eval()
+    with torch.no_grad():
+        free = model.generate(**enc, generation_config=plain)[:, width:].tolist()
+    # Rows that end at different steps: a token some rows produce early becomes the end-of-turn token.
+    eos = free[0][4]
+    gc = GenerationConfig(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=eos)
+    with torch.no_grad():
+        ref = _completions(model.generate(**enc, generation_config=gc), width, eos)
+    assert len({len(r) for r in ref}) >= 2
+    model.train()
+    inner = model.generate
+    timer = Rollouts(model, tok, engine, seed=3)
+    try:
+        with torch.no_grad():
+            out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], generation_config=gc)
+    finally:
+        model.generate = inner
+    assert model.training
+    assert torch.equal(out[:, :width], enc["input_ids"])
+    assert _completions(out, width, eos) == ref
+    assert timer.tokens == [sum(len(r) for r in ref)] and len(timer.seconds) == 1
+
+
+def test_vigsm_rollouts_sample_by_seed_and_step(policy):
+    """Sampling draws from the seed, the optimiser step and the row: the same step draws the same
+    completions again (a resumed run), another step or seed draws others, and rows of one prompt differ."""
+    import torch
+    from transformers import GenerationConfig
+
+    from vigsm.rl import Rollouts
+
+    model, tok, enc = policy
+    ids = enc["input_ids"][:1].repeat(4, 1)
+    mask = enc["attention_mask"][:1].repeat(4, 1)
+    gc = GenerationConfig(max_new_tokens=10, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    inner = model.generate
+
+    def draw(seed, step):
+        timer = Rollouts(model, tok, "vigsm", seed=seed)
+        timer.step = step
+        try:
+            with torch.no_grad():
+                return model.generate(input_ids=ids, attention_mask=mask, generation_config=gc).tolist()
+        finally:
+            model.generate = inner
+
+    first = draw(3, 5)
+    assert draw(3, 5) == first
+    assert draw(3, 6) != first and draw(4, 5) != first
+    assert len({tuple(r) for r in first}) > 1
 
 
 # ---------------------------------------------------------------- resume selection

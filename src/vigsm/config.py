@@ -162,6 +162,7 @@ class RLParams:
     loss_type: Literal["dapo", "grpo", "dr_grpo", "bnpo"]
     reward: Literal["strict", "flexible"]  # which extracted answer earns the correctness reward
     format_reward: Real = Field(ge=0)  # weight of the "### N" format reward; 0: off
+    rollout: Literal["trl", "vigsm", "vigsm_graphs"]  # who decodes the rollouts (vigsm.rl.Rollouts)
     logging_steps: int = Field(ge=1)
     save_steps: int = Field(ge=1)
     seed: int = Field(ge=0)

@@ -2,7 +2,7 @@
 
 The SFT adapter is loaded trainable onto the base and trained further: each optimiser step samples
 ``rl.num_generations`` completions for each of ``rl.prompts_per_step`` training prompts (TRL's own
-rollouts, the model's ``generate``), rewards them with :mod:`vigsm.rewards` (the score's exact match,
+rollouts, decoded by ``rl.rollout``'s engine: :class:`Rollouts`), rewards them with :mod:`vigsm.rewards` (the score's exact match,
 plus an optional ``### N`` format reward), and takes one policy-gradient step on the group-relative
 advantages. ``rl.steps`` 0 writes a marker instead of an adapter and loads nothing (:func:`pass_through`).
 
@@ -113,40 +113,91 @@ def grpo_config(rl_p: RLParams, model_p: ModelParams, gradient_checkpointing: bo
     )
 
 
-class RolloutTimer:
-    """Wraps the policy's ``generate`` (TRL's rollouts call it once per step): seconds spent and
-    completion tokens produced (up to and including the end-of-turn token, as TRL counts them)."""
+class Rollouts:
+    """Stands in for the policy's ``generate``, which TRL's rollouts call once per step, and times it.
 
-    def __init__(self, model: Any, eos_id: int | None, pad_id: int | None) -> None:
+    ``engine`` (``rl.rollout``) picks who decodes: ``trl`` calls the model's own ``generate``;
+    ``vigsm`` and ``vigsm_graphs`` decode with :func:`vigsm.decoding.decode` (its eager slot decoder, or its
+    static cache replayed as CUDA graphs on a GPU), in eval mode so the KV cache is used even where gradient
+    checkpointing is on. Either way the completions follow the ``generation_config`` TRL passes (length cap,
+    temperature, top-k/top-p) and come back as ``generate``'s tensor: the left-padded prompts, then each
+    completion up to and including its end-of-turn token, padded. The vigsm engines sample with per-row
+    seeds drawn from ``rl.seed``, the optimiser step (set by :func:`step_timer_callback`) and the row, so a
+    resumed run draws what the uninterrupted one drew. Recorded per call: seconds, and completion tokens
+    (up to and including the end-of-turn token, as TRL counts them)."""
+
+    def __init__(self, model: Any, tok: Any, engine: str, seed: int) -> None:
         self.seconds: list[float] = []
         self.tokens: list[int] = []
+        self.step = 0
+        self._model, self._tok, self._engine, self._seed = model, tok, engine, seed
         self._inner = model.generate
-        self._eos, self._pad = eos_id, pad_id
         model.generate = self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         import torch
 
-        prompt_len = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1]
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = self._inner(*args, **kwargs)
+        if self._engine == "trl":
+            input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+            out = self._inner(*args, **kwargs)
+            self.tokens.append(self._count(out[:, input_ids.shape[1]:]))
+        else:
+            out = self._decode(kwargs["input_ids"], kwargs["attention_mask"], kwargs["generation_config"])
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.seconds.append(time.perf_counter() - t0)
-        new = out[:, prompt_len:]
-        if self._eos is not None:
-            is_eos = new == self._eos
-            first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, new.shape[1])
-            self.tokens.append(int(first.sum()))
-        else:
-            self.tokens.append(int((new != self._pad).sum()) if self._pad is not None else new.numel())
         return out
 
+    def _count(self, new: Any) -> int:
+        import torch
 
-def step_timer_callback() -> Any:
-    """A callback recording each optimiser step's wall time (rollouts, rewards, forward and backward)."""
+        eos = self._tok.eos_token_id
+        if eos is None:
+            pad = self._tok.pad_token_id
+            return int((new != pad).sum()) if pad is not None else new.numel()
+        is_eos = new == eos
+        return int(torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, new.shape[1]).sum())
+
+    def _decode(self, input_ids: Any, attention_mask: Any, gc: Any) -> Any:
+        import torch
+
+        from vigsm.decoding import Decoding, decode
+
+        prompts = [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask, strict=True)]
+        n = len(prompts)
+        dec = Decoding(max_new_tokens=int(gc.max_new_tokens), do_sample=bool(gc.do_sample),
+                       temperature=float(gc.temperature or 1.0), top_p=float(gc.top_p or 1.0))
+        seeds = [((self._seed << 32) + self.step * n + i) & ((1 << 63) - 1) for i in range(n)]
+        done: dict[int, list[int]] = {}
+        # decode() reads the processors (top-k, repetition penalty) and end-of-turn ids from the model's
+        # generation_config: let it read TRL's, as generate would.
+        inner = self._model.get_base_model() if hasattr(self._model, "get_base_model") else self._model
+        saved, inner.generation_config = inner.generation_config, gc
+        was_training = self._model.training
+        self._model.eval()
+        try:
+            decode(self._model, self._tok, prompts, dec, slots=n, seeds=seeds, static=self._engine == "vigsm_graphs",
+                   on_finish=lambda i, tokens, reason: done.__setitem__(i, tokens))
+        finally:
+            inner.generation_config = saved
+            if was_training:
+                self._model.train()
+        pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else self._tok.eos_token_id
+        width = max((len(t) for t in done.values()), default=0)
+        new = torch.full((n, width), pad, dtype=input_ids.dtype, device=input_ids.device)
+        for i, tokens in done.items():
+            if tokens:
+                new[i, :len(tokens)] = torch.tensor(tokens, dtype=input_ids.dtype)
+        self.tokens.append(sum(len(t) for t in done.values()))
+        return torch.cat([input_ids, new], dim=1)
+
+
+def step_timer_callback(rollouts: Rollouts | None = None) -> Any:
+    """A callback recording each optimiser step's wall time (rollouts, rewards, forward and backward), and
+    telling ``rollouts`` which step it samples for (its seeds)."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -155,6 +206,8 @@ def step_timer_callback() -> Any:
             self._t0 = 0.0
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if rollouts is not None:
+                rollouts.step = int(state.global_step)
             self._t0 = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -227,16 +280,15 @@ def run_rl(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, train_file:
     resume = resume_checkpoint(ckpt_dir, run_fp)
     set_seed(rl_p.seed)
     model, tok, ckpt = load_policy(model_p, lora_p, rl_p, sft_adapter, rows)
-    eos = tok.eos_token_id
-    timer = RolloutTimer(model, eos, tok.pad_token_id)
-    steps = step_timer_callback()
+    timer = Rollouts(model, tok, rl_p.rollout, rl_p.seed)
+    steps = step_timer_callback(timer)
     callbacks = [steps] + ([dvclive_callback(live_dir, resume is not None)] if live_dir else [])
     funcs, weights = reward_functions(rl_p.reward, rl_p.format_reward, rl_p.num_generations)
     args = grpo_config(rl_p, model_p, ckpt.enabled, ckpt_dir)
     args.reward_weights = weights
     print(f"[vigsm] GRPO: {rl_p.steps} steps of {rl_p.prompts_per_step} prompts x {rl_p.num_generations} completions "
           f"(<= {rl_p.max_completion_length} tokens, temperature {rl_p.temperature}), loss {rl_p.loss_type}, beta "
-          f"{rl_p.beta}, reward {rl_p.reward} + {rl_p.format_reward} x format; device "
+          f"{rl_p.beta}, reward {rl_p.reward} + {rl_p.format_reward} x format, rollouts {rl_p.rollout}; device "
           f"{'cuda' if cuda_available() else 'cpu'}, attention {configure_attention()}", flush=True)
     from trl import GRPOTrainer
 
