@@ -51,17 +51,22 @@
 #                                           call 2 .gguf-b; assemble with `benchmarks/assemble.py defaults`
 #   bash benchmarks/run_device.sh rl-install|rl-start|rl-watch   issue 22's learning check on SmolLM2-135M-Instruct
 #                                           (real weights) on vigsm.sample 7473 / 1319: SFT, then GRPO (the rl stage
-#                                           as dvc.yaml runs it), then the SFT and RL adapters answer the test split;
+#                                           as dvc.yaml runs it, once per learning rate), then the SFT and RL adapters
+#                                           answer the test split. Between SFT and RL, benchmarks/rollout_bench.py
+#                                           times the rl.rollout engines; the RL runs use the fastest (or ROLLOUT).
 #                                           one chain in its own process session (rl-chain), like `pipeline`.
 #                                           The stages are dvc.yaml's commands (run_stages.py, --live-dir dropped).
 #                                           Carried (ignored paths under /work/main): the tree with .whl-rl inside
-#                                           (trl 1.14.0, datasets 4.8.5, dill, multiprocess, gguf 0.19.0; the
+#                                           (trl 1.14.0, datasets 4.8.5, dill, multiprocess, gguf 0.19.0, pydantic
+#                                           2.14.4 and its four deps for Python 3.12; the
 #                                           image has torch, transformers, peft, accelerate), .gguf-rl-a (SmolLM2's
 #                                           GGUF's first 38,000,000 bytes) and .gguf-rl-b (the rest). Calls back to
 #                                           back: 1. carry tree + .gguf-rl-a: rl-install; 2. tree + .gguf-rl-b:
 #                                           rl-start (starts the chain, watches); 3. tree: rl-watch, again until
-#                                           "done: yes". Env: SFT_STEPS (300), RL_STEPS (60), RL_BUDGET seconds for
-#                                           the rl stage (330; past it the RL variant is generated from its last
+#                                           "done: yes". Env: SFT_STEPS (300), RL_STEPS (60), RL_LRS (learning rates,
+#                                           one RL run each, results in out/lr<rate>/; default 5e-6), RL_PROMPTS
+#                                           (prompts per step, 32), ROLLOUT, RL_BUDGET seconds for each
+#                                           rl stage (330; past it the RL variant is generated from its last
 #                                           checkpoint, which the results say), RL_SET (more rl.key=value), WATCH
 #                                           (520), BASE=1 to also generate the base's answers. Assemble with
 #                                           `benchmarks/assemble.py rl` (it scores the predictions here)
@@ -124,7 +129,7 @@ if [[ $what == rl-* ]]; then
     while [[ ! -f $RL/done && $SECONDS -lt $deadline ]]; do sleep 5; done
     echo "done: $([[ -f $RL/done ]] && echo yes || echo no)"
     grep -h "^\[stages\]\|^\[rl-chain\]" "$RL/chain.log" 2>/dev/null | tail -n 20
-    grep -ho "{'loss'[^}]*}" "$RL/out/rl.log" 2>/dev/null | tail -n 2 | cut -c1-600
+    grep -ho "{'loss'[^}]*}" "$RL"/out/*/rl.log 2>/dev/null | tail -n 2 | cut -c1-600
     tar czf "$OUT/rl-chain.tgz" -C "$RL" out chain.log 2>/dev/null
     ls -la "$OUT"
   }
@@ -162,32 +167,48 @@ if [[ $what == rl-* ]]; then
       python3 benchmarks/override_params.py params.yaml data.source=/tmp/nb-sample model.name="$PWD/.gguf" \
         model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf model.load_in_4bit=false train.optim=adamw_torch \
         train.backend=peft train.max_steps="${SFT_STEPS:-300}" train.eval_steps=100 train.save_steps=100 \
-        rl.steps="${RL_STEPS:-60}" rl.prompts_per_step=16 rl.num_generations=8 rl.learning_rate=2e-5 \
+        rl.steps="${RL_STEPS:-60}" rl.prompts_per_step="${RL_PROMPTS:-32}" rl.num_generations=8 \
         rl.max_completion_length=192 rl.save_steps=10 ${RL_SET:-} || exit 1
       cp params.yaml "$OUT/params.yaml"
       python3 benchmarks/run_stages.py --out "$OUT/stages.json" --log-dir "$OUT" --drop-option=--live-dir \
         check prepare train || exit 1
-      # The rl stage as dvc.yaml runs it, within RL_BUDGET seconds.
-      argv=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from run_stages import stage_command; \
+      cp metrics/train.json "$OUT/"
+      # The rollout engines (rl.rollout) on one step's rollouts from the SFT adapter, interleaved; the RL
+      # runs below use the fastest that worked unless ROLLOUT names one.
+      timeout 240 python3 benchmarks/rollout_bench.py --params params.yaml --train data/prepared/train.jsonl \
+        --adapter models/adapter --out "$OUT/rollouts.json" > "$OUT/rollouts.log" 2>&1
+      tail -n 5 "$OUT/rollouts.log" | sed 's/^/[rl-chain] /'
+      engine=${ROLLOUT:-$(python3 -c "import json; print(json.load(open('$OUT/rollouts.json'))['fastest'] or 'trl')" \
+        2>/dev/null || echo trl)}
+      # One RL run per learning rate in RL_LRS (each within RL_BUDGET seconds), each generated and kept apart.
+      for lr in ${RL_LRS:-5e-6}; do
+        python3 benchmarks/override_params.py params.yaml rl.learning_rate="$lr" rl.rollout="$engine" || exit 1
+        tag=lr$lr; mkdir -p "$OUT/$tag"; cp params.yaml "$OUT/$tag/params.yaml"
+        rm -rf models/checkpoints-rl
+        argv=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from run_stages import stage_command; \
 import shlex; print(shlex.join(stage_command('rl', ['--live-dir'])))")
-      t0=$SECONDS
-      timeout "${RL_BUDGET:-330}" bash -c "$argv" > "$OUT/rl.log" 2>&1
-      rc=$?
-      echo "{\"seconds\": $((SECONDS - t0)), \"rc\": $rc}" > "$OUT/rl-stage.json"
-      echo "[rl-chain] rl: rc=$rc $((SECONDS - t0))s"
-      if [[ $rc != 0 ]]; then   # stopped at the budget: the last checkpoint's adapter stands in for the RL adapter
-        last=$(ls -d models/checkpoints-rl/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -n 1)
-        [[ -n $last ]] || exit 1
-        rm -rf models/adapter-rl && mkdir -p models/adapter-rl \
-          && cp "$last"/adapter_config.json "$last"/adapter_model.safetensors models/adapter-rl/ || exit 1
-        echo "{\"stopped_at_budget\": true, \"checkpoint\": \"$last\"}" > "$OUT/rl-fallback.json"
-        echo "[rl-chain] generating the RL variant from $last"
-      fi
-      cp metrics/train.json metrics/rl.json "$OUT/" 2>/dev/null
-      python3 benchmarks/run_stages.py --out "$OUT/stages.json" --log-dir "$OUT" --drop-option=--live-dir \
-        generate generate-rl
+        t0=$SECONDS
+        timeout "${RL_BUDGET:-330}" bash -c "$argv" > "$OUT/$tag/rl.log" 2>&1
+        rc=$?
+        echo "{\"seconds\": $((SECONDS - t0)), \"rc\": $rc}" > "$OUT/$tag/rl-stage.json"
+        echo "[rl-chain] rl $tag ($engine): rc=$rc $((SECONDS - t0))s"
+        if [[ $rc != 0 ]]; then   # stopped at the budget: the last checkpoint's adapter stands in for the RL adapter
+          last=$(ls -d models/checkpoints-rl/checkpoint-* 2>/dev/null | sort -t- -k3 -n | tail -n 1)
+          [[ -n $last ]] || continue
+          rm -rf models/adapter-rl && mkdir -p models/adapter-rl \
+            && cp "$last"/adapter_config.json "$last"/adapter_model.safetensors models/adapter-rl/ || continue
+          echo "{\"stopped_at_budget\": true, \"checkpoint\": \"$last\"}" > "$OUT/$tag/rl-fallback.json"
+          echo "[rl-chain] generating the RL variant from $last"
+        fi
+        cp metrics/rl.json "$OUT/$tag/" 2>/dev/null
+        [[ -f data/predictions/finetuned.jsonl ]] || python3 benchmarks/run_stages.py --out "$OUT/stages.json" \
+          --log-dir "$OUT" --drop-option=--live-dir generate
+        python3 benchmarks/run_stages.py --out "$OUT/$tag/stages.json" --log-dir "$OUT/$tag" generate-rl
+        cp data/predictions/rl.jsonl metrics/generate-rl.json "$OUT/$tag/" 2>/dev/null
+      done
       [[ ${BASE:-0} == 1 ]] && python3 benchmarks/run_stages.py --out "$OUT/stages.json" --log-dir "$OUT" generate-base
-      cp data/prepared/test.jsonl data/prepared/stats.json data/predictions/*.jsonl metrics/*.json "$OUT/" 2>/dev/null
+      cp data/prepared/test.jsonl data/prepared/stats.json data/predictions/finetuned.jsonl data/predictions/base.jsonl \
+        metrics/generate.json "$OUT/" 2>/dev/null
       echo "[rl-chain] finished"
       ;;
     *) echo "unknown mode $what"; exit 2 ;;
