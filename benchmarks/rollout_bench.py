@@ -75,7 +75,7 @@ def main() -> None:
     for e in engines:  # warm-up
         try:
             print(e, "warm-up", call(e, 10_000), flush=True)
-        except Exception as exc:  # an engine that fails here is reported, and the others still measured
+        except Exception as exc:  # noqa: BLE001 - an engine that fails here is reported, and the others still measured
             failed[e] = f"{type(exc).__name__}: {exc}"[:500]
             print(e, "FAILED", failed[e], flush=True)
     live = [e for e in engines if e not in failed]

@@ -1,10 +1,11 @@
 """GRPO on the verifiable answer, with TRL's GRPOTrainer, starting from the SFT adapter.
 
 The SFT adapter is loaded trainable onto the base and trained further: each optimiser step samples
-``rl.num_generations`` completions for each of ``rl.prompts_per_step`` training prompts (TRL's own
-rollouts, decoded by ``rl.rollout``'s engine: :class:`Rollouts`), rewards them with :mod:`vigsm.rewards` (the score's exact match,
-plus an optional ``### N`` format reward), and takes one policy-gradient step on the group-relative
-advantages. ``rl.steps`` 0 writes a marker instead of an adapter and loads nothing (:func:`pass_through`).
+``rl.num_generations`` completions for each of ``rl.prompts_per_step`` training prompts (TRL's rollouts,
+decoded by ``rl.rollout``'s engine: :class:`Rollouts`), rewards them with :mod:`vigsm.rewards` (the
+score's exact match, plus an optional ``### N`` format reward), and takes one policy-gradient step on the
+group-relative advantages. ``rl.steps`` 0 writes a marker instead of an adapter and loads nothing
+(:func:`pass_through`).
 
 Resuming works as :mod:`vigsm.training`'s does, with its helpers: checkpoints go to a directory outside
 DVC's outputs fingerprinted by everything that shapes the run (the model keys read, ``rl``, the gradient
@@ -116,15 +117,15 @@ def grpo_config(rl_p: RLParams, model_p: ModelParams, gradient_checkpointing: bo
 class Rollouts:
     """Stands in for the policy's ``generate``, which TRL's rollouts call once per step, and times it.
 
-    ``engine`` (``rl.rollout``) picks who decodes: ``trl`` calls the model's own ``generate``;
-    ``vigsm`` and ``vigsm_graphs`` decode with :func:`vigsm.decoding.decode` (its eager slot decoder, or its
-    static cache replayed as CUDA graphs on a GPU), in eval mode so the KV cache is used even where gradient
+    ``engine`` (``rl.rollout``) picks who decodes: ``trl`` calls the model's own ``generate``; ``vigsm`` and
+    ``vigsm_graphs`` decode with :func:`vigsm.decoding.decode` (its eager slot decoder, or, on a GPU, its static
+    cache replayed as CUDA graphs; the slots on a CPU), in eval mode so the KV cache is used even where gradient
     checkpointing is on. Either way the completions follow the ``generation_config`` TRL passes (length cap,
     temperature, top-k/top-p) and come back as ``generate``'s tensor: the left-padded prompts, then each
-    completion up to and including its end-of-turn token, padded. The vigsm engines sample with per-row
-    seeds drawn from ``rl.seed``, the optimiser step (set by :func:`step_timer_callback`) and the row, so a
-    resumed run draws what the uninterrupted one drew. Recorded per call: seconds, and completion tokens
-    (up to and including the end-of-turn token, as TRL counts them)."""
+    completion up to and including its end-of-turn token, padded. The vigsm engines sample with per-row seeds
+    drawn from ``rl.seed``, the optimiser step (set by :func:`step_timer_callback`) and the row, so a resumed
+    run draws what the uninterrupted one drew. Recorded per call: seconds, and completion tokens (up to and
+    including the end-of-turn token, as TRL counts them)."""
 
     def __init__(self, model: Any, tok: Any, engine: str, seed: int) -> None:
         self.seconds: list[float] = []
@@ -179,7 +180,10 @@ class Rollouts:
         was_training = self._model.training
         self._model.eval()
         try:
-            decode(self._model, self._tok, prompts, dec, slots=n, seeds=seeds, static=self._engine == "vigsm_graphs",
+            # The static cache pays only where its steps replay as CUDA graphs; on a CPU it would compute
+            # finished rows for nothing, so vigsm_graphs decodes with the slots there.
+            static = self._engine == "vigsm_graphs" and input_ids.is_cuda
+            decode(self._model, self._tok, prompts, dec, slots=n, seeds=seeds, static=static,
                    on_finish=lambda i, tokens, reason: done.__setitem__(i, tokens))
         finally:
             inner.generation_config = saved
