@@ -519,10 +519,14 @@ def test_two_grpo_steps_then_rl_is_generated_and_scored_without_rerunning_sft(pr
 
 @pytest.mark.slow
 def test_rl_resumes_after_sigkill(project, tmp_path):
-    """Kill the rl stage after its first checkpoint; the rerun resumes there and ends at the asked step."""
+    """Kill the rl stage as soon as its first checkpoint is complete; the rerun resumes from a checkpoint and
+    ends at the asked step, not past it."""
+    from vigsm.training import checkpoint_complete
+
     p = project
     params = yaml.safe_load((p / "params.yaml").read_text(encoding="utf-8"))
-    params["rl"].update(RL_ON, steps=3, seed=7)
+    # Completions long enough that a step outlasts the poll below by far (the CPU rollouts are quick).
+    params["rl"].update(RL_ON, steps=4, seed=7, max_completion_length=48)
     write_params(tmp_path / "params.yaml", params)
     cmd = [sys.executable, str(ROOT / "stages/rl.py"), "--train", str(p / "data/prepared/train.jsonl"),
            "--sft-adapter", str(p / "models/adapter"), "--adapter-dir", str(tmp_path / "out"),
@@ -531,9 +535,8 @@ def test_rl_resumes_after_sigkill(project, tmp_path):
     proc = subprocess.Popen(cmd, cwd=p, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.time() + 400
-    while time.time() < deadline and not list((tmp_path / "ckpt").glob("checkpoint-1/trainer_state.json")):
-        time.sleep(0.2)
-    time.sleep(0.5)  # let the rest of the checkpoint land; an incomplete one would be skipped anyway
+    while time.time() < deadline and not checkpoint_complete(tmp_path / "ckpt" / "checkpoint-1"):
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out").exists() and not (tmp_path / "rl.json").exists()
@@ -541,7 +544,53 @@ def test_rl_resumes_after_sigkill(project, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from" in done.stdout
     m = json.loads((tmp_path / "rl.json").read_text())
-    assert m["steps"] == 3 and m["resumed_from_step"] >= 1
+    assert m["steps"] == 4 and m["resumed_from_step"] >= 1
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_rl_killed_after_its_last_checkpoint_finishes_from_it(project, tmp_path, monkeypatch):
+    """A run killed between its last checkpoint and its outputs: the rerun trains no step past rl.steps
+    (transformers' Trainer, resumed at the last step, would train one more) and writes the adapter the
+    uninterrupted run wrote, tensor for tensor."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    import vigsm.rl as rl_mod
+    from vigsm.config import load_section
+
+    params = project / "params.yaml"
+    model_p, lora_p = load_section("model", path=params), load_section("lora", path=params)
+    rl_p = dataclasses.replace(load_section("rl", path=params), **{**RL_ON, "steps": 2, "save_steps": 1})
+    args = (model_p, lora_p, rl_p, project / "data/prepared/train.jsonl", project / "models/adapter")
+    whole = rl_mod.run_rl(*args, tmp_path / "whole", tmp_path / "ckpt-whole", tmp_path / "whole.json")
+
+    def killed(path):
+        raise Killed(path)
+
+    real = rl_mod.atomic_dir
+    monkeypatch.setattr(rl_mod, "atomic_dir", killed)
+    with pytest.raises(Killed):
+        rl_mod.run_rl(*args, tmp_path / "out", tmp_path / "ckpt", tmp_path / "rl.json")
+    assert checkpoint_is_last(tmp_path / "ckpt", 2) and not (tmp_path / "out").exists()
+    monkeypatch.setattr(rl_mod, "atomic_dir", real)
+    m = rl_mod.run_rl(*args, tmp_path / "out", tmp_path / "ckpt", tmp_path / "rl.json")
+    assert (m["steps"], m["resumed_from_step"], whole["steps"]) == (2, 2, 2)
+    a = load_file(tmp_path / "whole/adapter_model.safetensors")
+    b = load_file(tmp_path / "out/adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def checkpoint_is_last(ckpt_dir: Path, step: int) -> bool:
+    from vigsm.training import checkpoint_complete
+
+    found = sorted(int(c.name.split("-")[-1]) for c in ckpt_dir.glob("checkpoint-*"))
+    return bool(found) and found[-1] == step and checkpoint_complete(ckpt_dir / f"checkpoint-{step}")
 
 
 @pytest.mark.slow

@@ -277,7 +277,7 @@ def run_rl(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, train_file:
     from transformers import set_seed
 
     from vigsm.attention import configure_attention
-    from vigsm.training import drop_pickles, dvclive_callback, resume_checkpoint
+    from vigsm.training import drop_pickles, dvclive_callback, resume_checkpoint, train_or_finish
 
     rows = read_jsonl(train_file)
     run_fp = rl_fingerprint(model_p, lora_p, rl_p, train_file, sft_adapter)
@@ -301,7 +301,7 @@ def run_rl(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, train_file:
     if resume:
         print(f"[vigsm] resuming from {resume}", flush=True)
     t0 = time.time()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_or_finish(trainer, resume, rl_p.steps)
     wall = time.time() - t0
     with atomic_dir(adapter_out) as tmp:
         # Only the trained adapter: with beta > 0 TRL adds a frozen "ref" copy, which is no output.

@@ -316,6 +316,27 @@ def sort_adapter_config(adapter_dir: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
 
 
+def train_or_finish(trainer: Any, resume: Path | None, max_steps: int) -> float:
+    """``trainer.train``, resuming from ``resume``; its ``training_loss`` (0.0 where nothing was trained).
+
+    A checkpoint at ``max_steps`` is a run that trained to the end and was killed before it wrote its
+    outputs. transformers' Trainer, resumed there, trains one step past ``max_steps`` (it checks the step
+    count only after a step), so such a run is finished instead: the checkpoint's weights and trainer state
+    are loaded (then the best checkpoint's weights, with ``load_best_model_at_end``), and nothing is trained.
+    """
+    if resume is None or max_steps <= 0 or int(resume.name.split("-")[-1]) < max_steps:
+        return float(trainer.train(resume_from_checkpoint=str(resume) if resume else None).training_loss)
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(resume))
+    trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    if trainer.args.load_best_model_at_end and best and Path(best).is_dir():
+        trainer._load_best_model()
+    print(f"[vigsm] {resume} is the run's last step: finishing from it without training", flush=True)
+    return 0.0
+
+
 def whole_run_train_loss(log_history: list[dict[str, Any]], this_run_loss: float, resumed_from: int,
                          global_step: int) -> tuple[float, int]:
     """The mean training loss per optimiser step over the whole run, and the number of steps it averages.
@@ -389,7 +410,7 @@ def train(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams, data_d
     if resume:
         print(f"[vigsm] resuming from {resume}", flush=True)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    this_run_loss = train_or_finish(trainer, resume, train_p.max_steps)
     wall = time.time() - t0
     # Every process takes part when it must evaluate again (they share the log history, so they agree).
     eval_loss = final_eval_loss(trainer)
@@ -407,7 +428,7 @@ def train(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams, data_d
     # since the checkpoint it resumed from (all epochs' tokens over a resumed run's time would overstate it).
     tokens_this_run = sum(lengths) * (epochs_done - epochs_before)
     resumed_from = int(resume.name.split("-")[-1]) if resume else 0
-    train_loss, train_loss_steps = whole_run_train_loss(trainer.state.log_history, float(result.training_loss),
+    train_loss, train_loss_steps = whole_run_train_loss(trainer.state.log_history, this_run_loss,
                                                         resumed_from, int(trainer.state.global_step))
     # Every figure describes the whole run, resumed or not, except THIS_RUN_KEYS.
     metrics = {
