@@ -8,6 +8,7 @@ Where the weights come from is :mod:`vigsm.weights`; which attention kernels the
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ from vigsm.device import cuda_available
 from vigsm.errors import VigsmError
 from vigsm.hub import OFFLINE_HINT
 from vigsm.weights import resolve_model
+
+# bitsandbytes (>= 0.49), on a CPU with AVX512-BF16, warns when it is imported (by peft or transformers, after
+# this module) that the optional `kernels` package is missing for its CPU 4-bit matmul. vigsm never runs
+# 4-bit on a CPU (check_device refuses it), so the line is noise in every stage's log, and a second line
+# before a stage's one-line error. Its logger keeps errors only.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def torch_dtype(name: str) -> Any:
