@@ -252,10 +252,10 @@ def test_values_dvc_writes_back_are_accepted(tmp_path):
 def test_shipped_rl_section_is_the_contract():
     """The rl stage is built on these keys (issue 22); shipped off (steps 0)."""
     rl = load_section("rl", path=SHIPPED_PARAMS)
-    assert as_dict(rl) == {"steps": 0, "learning_rate": 5e-6, "num_generations": 8, "prompts_per_step": 4,
+    assert as_dict(rl) == {"steps": 0, "learning_rate": 2e-6, "num_generations": 8, "prompts_per_step": 4,
                            "max_completion_length": 256, "temperature": 1.0, "beta": 0.0, "loss_type": "dapo",
-                           "reward": "flexible", "format_reward": 0.1, "logging_steps": 1, "save_steps": 50,
-                           "seed": 3407}
+                           "reward": "flexible", "format_reward": 0.1, "rollout": "vigsm_graphs",
+                           "logging_steps": 1, "save_steps": 50, "seed": 3407}
 
 
 def test_cuda_graphs_reaches_unsloth_through_the_environment(monkeypatch):
