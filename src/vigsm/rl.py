@@ -26,6 +26,10 @@ from vigsm.digest import fingerprint
 from vigsm.errors import VigsmError
 from vigsm.io import atomic_dir, read_jsonl, usual_permissions, write_json, write_text
 from vigsm.memory import Choice
+
+# Before anything heavy: vigsm.modeling quiets bitsandbytes' import-time warning, and run_rl imports
+# transformers (which may import bitsandbytes) before it loads the policy.
+from vigsm.modeling import chat_prompt_ids, check_device, load_model, load_tokenizer, prepare_kbit_base
 from vigsm.rewards import reward_functions
 
 # The file that stands in for the adapter when rl.steps is 0: generate-rl and score read rl.steps
@@ -109,6 +113,7 @@ def grpo_config(rl_p: RLParams, model_p: ModelParams, gradient_checkpointing: bo
         fp16=on_gpu and model_p.dtype == "float16",
         use_vllm=False,
         report_to=[],  # DVCLive is attached as a callback (vigsm.training.dvclive_callback)
+        dataloader_pin_memory=on_gpu,  # pinned host memory only helps a copy to a GPU; torch warns on a CPU
         disable_tqdm=False,
         save_only_model=False,
     )
@@ -229,7 +234,6 @@ def load_policy(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, sft_ad
     from peft import PeftModel
 
     from vigsm.memory import choose_batch
-    from vigsm.modeling import chat_prompt_ids, check_device, load_model, load_tokenizer, prepare_kbit_base
     from vigsm.weights import resolve_model
 
     check_device(model_p)

@@ -146,6 +146,7 @@ def sft_config(train_p: TrainParams, lora_p: LoraParams, model_p: ModelParams, o
         bf16=on_gpu and model_p.dtype == "bfloat16",
         fp16=on_gpu and model_p.dtype == "float16",
         report_to=[],  # DVCLive is attached by train() as a callback it configures itself
+        dataloader_pin_memory=on_gpu,  # pinned host memory only helps a copy to a GPU; torch warns on a CPU
         # Several processes (vigsm.distributed): every LoRA weight gets a gradient at every step, so DDP
         # need not search the graph for unused ones (an extra traversal per step).
         ddp_find_unused_parameters=False,
