@@ -181,12 +181,12 @@ if [[ $what == rl-* ]]; then
       engine=${ROLLOUT:-$(python3 -c "import json; print(json.load(open('$OUT/rollouts.json'))['fastest'] or 'trl')" \
         2>/dev/null || echo trl)}
       # One RL run per learning rate in RL_LRS (each within RL_BUDGET seconds), each generated and kept apart.
+      argv=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from run_stages import stage_command; \
+import shlex; print(shlex.join(stage_command('rl', ['--live-dir'])))")
       for lr in ${RL_LRS:-5e-6}; do
         python3 benchmarks/override_params.py params.yaml rl.learning_rate="$lr" rl.rollout="$engine" || exit 1
         tag=lr$lr; mkdir -p "$OUT/$tag"; cp params.yaml "$OUT/$tag/params.yaml"
         rm -rf models/checkpoints-rl
-        argv=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from run_stages import stage_command; \
-import shlex; print(shlex.join(stage_command('rl', ['--live-dir'])))")
         t0=$SECONDS
         timeout "${RL_BUDGET:-330}" bash -c "$argv" > "$OUT/$tag/rl.log" 2>&1
         rc=$?

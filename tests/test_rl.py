@@ -587,9 +587,9 @@ def test_rl_killed_after_its_last_checkpoint_finishes_from_it(project, tmp_path,
 
 
 def checkpoint_is_last(ckpt_dir: Path, step: int) -> bool:
-    from vigsm.training import checkpoint_complete
+    from vigsm.training import checkpoint_complete, checkpoint_step
 
-    found = sorted(int(c.name.split("-")[-1]) for c in ckpt_dir.glob("checkpoint-*"))
+    found = sorted(checkpoint_step(c) for c in ckpt_dir.glob("checkpoint-*"))
     return bool(found) and found[-1] == step and checkpoint_complete(ckpt_dir / f"checkpoint-{step}")
 
 

@@ -281,7 +281,7 @@ def run_rl(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, train_file:
     from transformers import set_seed
 
     from vigsm.attention import configure_attention
-    from vigsm.training import drop_pickles, dvclive_callback, resume_checkpoint, train_or_finish
+    from vigsm.training import checkpoint_step, drop_pickles, dvclive_callback, resume_checkpoint, train_or_finish
 
     rows = read_jsonl(train_file)
     run_fp = rl_fingerprint(model_p, lora_p, rl_p, train_file, sft_adapter)
@@ -316,7 +316,7 @@ def run_rl(model_p: ModelParams, lora_p: LoraParams, rl_p: RLParams, train_file:
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "skipped": False,
-        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
+        "resumed_from_step": checkpoint_step(resume) if resume else 0,
         "rows_per_step": rl_p.prompts_per_step * rl_p.num_generations,
         "device": "cuda" if cuda_available() else "cpu",
         "rl_wall_seconds": wall,

@@ -52,6 +52,11 @@ def run_fingerprint(model_p: ModelParams, lora_p: LoraParams, train_p: TrainPara
     return fingerprint([as_dict(model_p), as_dict(lora_p), as_dict(train_p)], *(Path(f) for f in data_files))
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The optimiser step a Trainer checkpoint directory (``checkpoint-<step>``) was saved at."""
+    return int(Path(path).name.split("-")[-1])
+
+
 def checkpoint_complete(path: Path, world: int = 1) -> bool:
     """A checkpoint is complete when its weights, optimizer, scheduler and trainer state are all there,
     and, from ``world`` > 1 processes, every process's RNG state (each writes its own, unsynchronised)."""
@@ -80,7 +85,7 @@ def resume_checkpoint(ckpt_dir: Path, fingerprint: str, world: int = 1) -> Path 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
     found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]))
+                   key=checkpoint_step)
     latest = None
     for p in found:
         if checkpoint_complete(p, world):
@@ -295,7 +300,7 @@ def final_eval_loss(trainer: Any) -> float:
     state = trainer.state
     step = state.global_step
     if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
-        step = int(Path(state.best_model_checkpoint).name.split("-")[-1])
+        step = checkpoint_step(state.best_model_checkpoint)
     logged = {h["step"]: float(h["eval_loss"]) for h in state.log_history if "eval_loss" in h}
     if step in logged:
         return logged[step]
@@ -325,7 +330,7 @@ def train_or_finish(trainer: Any, resume: Path | None, max_steps: int) -> float:
     count only after a step), so such a run is finished instead: the checkpoint's weights and trainer state
     are loaded (then the best checkpoint's weights, with ``load_best_model_at_end``), and nothing is trained.
     """
-    if resume is None or max_steps <= 0 or int(resume.name.split("-")[-1]) < max_steps:
+    if resume is None or max_steps <= 0 or checkpoint_step(resume) < max_steps:
         return float(trainer.train(resume_from_checkpoint=str(resume) if resume else None).training_loss)
     from transformers import TrainerState
 
@@ -428,7 +433,7 @@ def train(model_p: ModelParams, lora_p: LoraParams, train_p: TrainParams, data_d
     # Throughput of this run (every process's tokens over this process's wall time): only the epochs trained
     # since the checkpoint it resumed from (all epochs' tokens over a resumed run's time would overstate it).
     tokens_this_run = sum(lengths) * (epochs_done - epochs_before)
-    resumed_from = int(resume.name.split("-")[-1]) if resume else 0
+    resumed_from = checkpoint_step(resume) if resume else 0
     train_loss, train_loss_steps = whole_run_train_loss(trainer.state.log_history, this_run_loss,
                                                         resumed_from, int(trainer.state.global_step))
     # Every figure describes the whole run, resumed or not, except THIS_RUN_KEYS.
