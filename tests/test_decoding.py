@@ -87,10 +87,11 @@ def _with_varied_ends(model, tok, ids):
 
 
 @pytest.mark.parametrize("variant", ["plain", "adapter", "merged", "penalty"])
-def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir, variant):
+def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir, variant, monkeypatch):
     """Greedy texts equal model.generate's for prompts of different lengths, with as many slots as prompts
     and with fewer (so finished rows leave and waiting prompts are merged in). "penalty": a
     generation_config repetition penalty (Qwen2.5-Instruct ships 1.05), which generate applies."""
+    from vigsm import decoding
     from vigsm.attention import DECODE_ATTENTION
     from vigsm.decoding import eos_ids
     from vigsm.modeling import load_with_adapter
@@ -127,11 +128,18 @@ def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir,
             assert stats.forward_steps > MAX_NEW
         # The static decoder (a preallocated cache; CUDA graphs on a GPU): the same texts, chunks of `slots`
         # prefilled once each, finished rows computed until the batch halves (row_steps counts them).
-        tokens, stats, _ = _slots(model, tok, ids, slots, static=True)
-        assert tok.batch_decode(tokens, skip_special_tokens=True) == ref, ("static", slots)
-        assert [len(t) for t in tokens] == lengths
-        assert stats.new_tokens == sum(lengths) and stats.prefills == -(-len(ids) // slots)
-        assert sum(lengths) <= stats.row_steps < 2 * sum(lengths) + len(ids)
+        # With lookahead (on a GPU: each step queued before the host reads the last one's tokens), the same
+        # texts at one step more per chunk and per shrink.
+        steps = {}
+        for ahead in (False, True):
+            monkeypatch.setattr(decoding, "LOOKAHEAD", ahead)
+            tokens, stats, _ = _slots(model, tok, ids, slots, static=True)
+            assert tok.batch_decode(tokens, skip_special_tokens=True) == ref, ("static", slots, ahead)
+            assert [len(t) for t in tokens] == lengths
+            assert stats.new_tokens == sum(lengths) and stats.prefills == -(-len(ids) // slots)
+            assert sum(lengths) <= stats.row_steps < 2 * sum(lengths) + 2 * len(ids)
+            steps[ahead] = stats.forward_steps
+        assert steps[True] > steps[False]  # the lookahead really ran: its extra steps are counted
     if variant == "adapter":
         base, _ = load_with_adapter(_model_params(varied_model_dir / "base"), None)
         base.generation_config.eos_token_id = model.generation_config.eos_token_id
@@ -149,19 +157,27 @@ def test_rows_finish_in_order_of_their_end(varied_model_dir):
     assert ends == sorted(ends) and ends[0] < MAX_NEW  # handed over as they end, not at the batch's end
 
 
-def test_sampling_is_reproducible_per_question(varied_model_dir):
-    """A row's sample depends on its seed only: the same with 7 slots or 2, and different seeds differ."""
+def test_sampling_is_reproducible_per_question(varied_model_dir, monkeypatch):
+    """A row's sample depends on its seed only: the same with 7 slots or 2, with the static decoder (with
+    and without lookahead, whose draws come from a step counter kept on the device), and different seeds
+    differ."""
+    from vigsm import decoding
     from vigsm.decoding import row_uniforms
     from vigsm.modeling import load_with_adapter
 
     model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), None)
     ids = _prompt_ids(tok)
+    _with_varied_ends(model, tok, ids)  # rows end at different steps, so the static batch shrinks
     kw = dict(do_sample=True, temperature=0.7, top_p=0.95)
     a, _, _ = _slots(model, tok, ids, len(ids), **kw)
     b, _, _ = _slots(model, tok, ids, 2, **kw)
     greedy, _, _ = _slots(model, tok, ids, len(ids))
     assert a == b
     assert a != greedy
+    for ahead in (False, True):
+        monkeypatch.setattr(decoding, "LOOKAHEAD", ahead)
+        assert _slots(model, tok, ids, len(ids), static=True, **kw)[0] == a, ahead
+        assert _slots(model, tok, ids, 3, static=True, **kw)[0] == a, ahead
     import torch
 
     u = row_uniforms(torch.tensor([1, 1, 2]), torch.tensor([0, 1, 0]), 1000)
@@ -338,14 +354,18 @@ def test_ragged_schedule_has_users_shape():
         ragged_lengths(10, 400)
 
 
-@pytest.mark.parametrize("static", [False, True])
-def test_forced_lengths_give_each_row_its_length(varied_model_dir, static):
-    """ForcedLengths makes each prompt's answer exactly its scheduled length under both decoders, with the
-    stop rules on and never firing (no newline, no marker, no repeat)."""
+@pytest.mark.parametrize("static", [False, True, "ahead"])
+def test_forced_lengths_give_each_row_its_length(varied_model_dir, static, monkeypatch):
+    """ForcedLengths makes each prompt's answer exactly its scheduled length under both decoders (the static
+    one also with lookahead), with the stop rules on and never firing (no newline, no marker, no repeat)."""
     from ragged import ForcedLengths
 
+    from vigsm import decoding
     from vigsm.decoding import Decoding, decode
     from vigsm.modeling import load_with_adapter
+
+    monkeypatch.setattr(decoding, "LOOKAHEAD", static == "ahead")
+    static = bool(static)
 
     model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), None)
     ids = _prompt_ids(tok)

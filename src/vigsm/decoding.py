@@ -44,6 +44,7 @@ REFILL_SHARE = 4  # refill once slots // REFILL_SHARE (at least one) are free: o
 LOOP_CHECK_EVERY = 16  # tokens between loop checks of a row (pure Python, so not at every step)
 COLUMN_BUCKET = 128  # static decoding: attention reads the cache up to the next multiple (one graph each)
 SHRINK_AT = 2  # static decoding: the rows move to a smaller cache once at most 1/SHRINK_AT of it is alive
+LOOKAHEAD: bool | None = None  # static decoding: queue each step before reading the last (None: on a GPU)
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,21 @@ class _Row:
     seed: int
     tokens: list[int] = field(default_factory=list)
     marker_seen: bool = False
+    done: bool = False
+
+
+def _choose(logits: Any, dec: Decoding, procs: Any, ids: Any, seeds: Any, steps: Any) -> Any:
+    """The next token of every row, on the logits' device: the processors (``ids`` is the rows' token ids
+    where they need them), then the arg-max, or with sampling the Gumbel-max draw from each row's stream
+    (``seeds`` and ``steps``: each row's seed and the index of the token being drawn, int64 tensors)."""
+    import torch
+
+    if ids is not None:
+        logits = procs(ids, logits)
+    if not dec.do_sample:
+        return logits.argmax(-1)
+    gumbel = -torch.log(-torch.log(row_uniforms(seeds, steps, logits.shape[-1])))
+    return (logits.double() + gumbel).argmax(-1)
 
 
 @dataclass(frozen=True)
@@ -331,15 +347,11 @@ def decode(model: Any, tok: Any, prompts: list[list[int]], dec: Decoding, *, slo
                 logits = new_logits if logits is None else torch.cat([logits, new_logits])
             stats.forward_steps += 1
             stats.row_steps += len(rows)
-            if keep_ids:
-                logits = procs(batch.ids, logits)
+            seed_t = step_t = None
             if dec.do_sample:
                 seed_t = torch.tensor([r.seed for r in rows], device=logits.device, dtype=torch.int64)
                 step_t = torch.tensor([len(r.tokens) for r in rows], device=logits.device, dtype=torch.int64)
-                gumbel = -torch.log(-torch.log(row_uniforms(seed_t, step_t, logits.shape[-1])))
-                chosen = (logits.double() + gumbel).argmax(-1)
-            else:
-                chosen = logits.argmax(-1)
+            chosen = _choose(logits, dec, procs, batch.ids if keep_ids else None, seed_t, step_t)
             keep, finished = [], []
             for j, (row, t) in enumerate(zip(rows, chosen.tolist(), strict=True)):
                 reason = _advance(row, t, dec, rules, stats, on_token)
@@ -421,6 +433,8 @@ class _StaticBatch:
         """Keep only the rows ``keep`` (in this order), in new, smaller buffers (new graphs follow)."""
         import torch
 
+        if self.graphs and self.use_graphs:
+            torch.cuda.current_stream().synchronize()  # a queued replay of a graph about to be freed has run
         index = torch.tensor(keep, device=self.mask.device)
         for bufs in (self.keys, self.values):
             bufs[:] = [b.index_select(0, index) for b in bufs]
@@ -481,6 +495,42 @@ class _StaticBatch:
             return None, None
 
 
+class _HostTokens:
+    """Chosen tokens on their way to the host without stalling the GPU: each step's tokens are copied into
+    one of two pinned buffers in turn, behind an event, so the next step can be queued before the host waits
+    for them (two buffers: a step's copy never overwrites the tokens the host is still reading)."""
+
+    def __init__(self, rows: int, device: Any) -> None:
+        import torch
+
+        self.on_gpu = device.type == "cuda"
+        if self.on_gpu:
+            self.bufs = [torch.empty(rows, dtype=torch.long, pin_memory=True) for _ in range(2)]
+            self.events = [torch.cuda.Event() for _ in range(2)]
+        self.turn = 0
+
+    def send(self, chosen: Any) -> Callable[[], list[int]]:
+        """Start copying ``chosen`` to the host; the returned function waits for it and gives the list."""
+        if not self.on_gpu:
+            return chosen.tolist
+        i, self.turn = self.turn, self.turn ^ 1
+        buf = self.bufs[i][: len(chosen)]
+        buf.copy_(chosen, non_blocking=True)
+        self.events[i].record()
+
+        def receive() -> list[int]:
+            self.events[i].synchronize()
+            return buf.tolist()
+
+        return receive
+
+
+def lookahead_on(device: Any) -> bool:
+    """Whether :func:`_decode_static` queues each step before reading the last one's tokens: where the host
+    and the device run apart (a GPU), unless :data:`LOOKAHEAD` says otherwise (tests and benchmarks)."""
+    return device.type == "cuda" if LOOKAHEAD is None else LOOKAHEAD
+
+
 def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _Rules, *, slots: int,
                    on_finish: Callable[[int, list[int], str], None], seeds: list[int], stats: DecodeStats,
                    on_token: Callable[[int, int], None] | None, pad_id: int, procs: Any) -> None:
@@ -493,6 +543,12 @@ def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _
     rounded up to ``COLUMN_BUCKET``, so attention reads no more than that. ``row_steps`` counts every row
     computed, finished ones included, so ``waste`` shows their share. Each row's tokens and stop rules are
     :func:`decode`'s; only the batch a row shares (and so the floating-point rounding) differs.
+
+    With lookahead (:func:`lookahead_on`: on a GPU), the next step is queued on the chosen tokens, which stay
+    on the device, before the host reads them: the host's work (the copy, the stop rules, the callbacks, the
+    graph launch) overlaps the device's step instead of adding to it. The price is one step more per chunk
+    and, at each shrink, one step for the rows that ended (both counted in ``row_steps``). A row draws
+    token ``k`` from ``(seed, k)`` on either schedule, so its tokens do not change.
     """
     import torch
 
@@ -504,45 +560,59 @@ def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _
             stats.prefills += 1
             ids = batch.ids
             state = _StaticBatch(model, batch, batch.mask.shape[1] + dec.max_new_tokens)
+            ahead = lookahead_on(logits.device)
             del batch
-            rows: list[_Row | None] = [_Row(i, seeds[i]) for i in take]
+            rows = [_Row(i, seeds[i]) for i in take]
+            # each row's seed and the index of its next token, on the device: sampling reads no host state
+            seed_t = torch.tensor([r.seed for r in rows], device=logits.device, dtype=torch.int64)
+            step_t = torch.zeros(len(rows), device=logits.device, dtype=torch.int64)
+            host = _HostTokens(len(rows), logits.device)
+            chosen = _choose(logits, dec, procs, ids, seed_t, step_t)
+            pending = (host.send(chosen), rows)  # the tokens on their way, and the rows they belong to
             live = len(rows)
             while True:
+                nxt = None
+                if ahead and state.column_at < state.length:
+                    if keep_ids:
+                        ids = torch.cat([ids, chosen[:, None]], dim=1)
+                    step_t += 1
+                    nxt = _choose(state.step(chosen), dec, procs, ids, seed_t, step_t)
+                    after = (host.send(nxt), rows)
+                receive, layout = pending
                 stats.forward_steps += 1
-                stats.row_steps += len(rows)
-                if keep_ids:
-                    logits = procs(ids, logits)
-                if dec.do_sample:
-                    seed_t = torch.tensor([r.seed if r else 0 for r in rows], device=logits.device,
-                                          dtype=torch.int64)
-                    step_t = torch.tensor([len(r.tokens) if r else 0 for r in rows], device=logits.device,
-                                          dtype=torch.int64)
-                    gumbel = -torch.log(-torch.log(row_uniforms(seed_t, step_t, logits.shape[-1])))
-                    chosen = (logits.double() + gumbel).argmax(-1)
-                else:
-                    chosen = logits.argmax(-1)
+                stats.row_steps += len(layout)
                 finished = []
-                for j, t in enumerate(chosen.tolist()):
-                    row = rows[j]
-                    if row is None:
+                for row, t in zip(layout, receive(), strict=True):
+                    if row.done:
                         continue
                     reason = _advance(row, t, dec, rules, stats, on_token)
                     if reason is not None:
+                        row.done = True
                         finished.append((row, reason))
-                        rows[j] = None
                 live -= len(finished)
                 for row, reason in finished:
                     on_finish(row.index, row.tokens, reason)
                 if not live:
+                    if nxt is not None:  # the step queued ahead, computed for nothing: count it
+                        stats.forward_steps += 1
+                        stats.row_steps += len(rows)
                     break
                 if live * SHRINK_AT <= len(rows):
-                    keep = [j for j, r in enumerate(rows) if r is not None]
+                    keep = [j for j, r in enumerate(rows) if not r.done]
+                    index = torch.tensor(keep, device=chosen.device)
                     state.select(keep)
                     rows = [rows[j] for j in keep]
-                    index = torch.tensor(keep, device=chosen.device)
-                    chosen = chosen[index]
+                    seed_t, step_t = seed_t[index], step_t[index]
                     ids = ids[index] if keep_ids else ids
-                if keep_ids:
-                    ids = torch.cat([ids, chosen[:, None]], dim=1)
-                logits = state.step(chosen)
+                    if nxt is None:
+                        chosen = chosen[index]
+                    else:  # the step queued ahead already holds the new rows' next tokens, in the old layout
+                        nxt = nxt[index]
+                if nxt is None:
+                    if keep_ids:
+                        ids = torch.cat([ids, chosen[:, None]], dim=1)
+                    step_t += 1
+                    nxt = _choose(state.step(chosen), dec, procs, ids, seed_t, step_t)
+                    after = (host.send(nxt), rows)
+                chosen, pending = nxt, after
             del state
