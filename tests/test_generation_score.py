@@ -273,7 +273,7 @@ def test_separate_adapter_keeps_updates_a_bfloat16_merge_rounds_away(tiny, tmp_p
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from vigsm.modeling import load_with_adapter
+    from vigsm.modeling import load_with_adapter, torch_dtype
 
     s, records = tiny
     model_p = s["model"]
@@ -287,18 +287,27 @@ def test_separate_adapter_keeps_updates_a_bfloat16_merge_rounds_away(tiny, tmp_p
     _, tok = load_with_adapter(model_p, None)
     enc = tok([r["prompt"][-1]["content"] for r in records["test"][:4]], return_tensors="pt", padding=True)
 
-    def logits(dtype: str, adapter: bool, merge: bool) -> torch.Tensor:
+    def logits(dtype: str, adapter: bool, merge: bool, adapter_dtype: str = "float32") -> torch.Tensor:
         model, _ = load_with_adapter(dataclasses.replace(model_p, dtype=dtype), str(tmp_path / "adapter") if adapter
-                                     else None, merge_adapter=merge)
-        assert any("lora_" in n for n, _ in model.named_parameters()) == (adapter and not merge)
+                                     else None, merge_adapter=merge, adapter_dtype=adapter_dtype)
+        lora = {p.dtype for n, p in model.named_parameters() if "lora_" in n}
+        assert bool(lora) == (adapter and not merge)
+        if lora:  # generate.adapter_dtype: PEFT's float32, or the model's dtype
+            assert lora == {torch.float32 if adapter_dtype == "float32" else torch_dtype(dtype)}
         with torch.no_grad():
             return model(**enc).logits.float()
 
     ref = logits("float32", True, False) - logits("float32", False, False)
+    assert torch.equal(logits("float32", True, False, "compute") - logits("float32", False, False), ref)
     base = logits("bfloat16", False, False)
     eff = {merge: logits("bfloat16", True, merge) - base for merge in (False, True)}
+    eff["compute"] = logits("bfloat16", True, False, "compute") - base  # the adapter itself in bfloat16
     kept = {m: float((e * ref).sum() / (ref * ref).sum()) for m, e in eff.items()}
     err = {m: float((e - ref).norm() / ref.norm()) for m, e in eff.items()}
-    print(f"share of the adapter's effect kept: separate {kept[False]:.3f}, merged {kept[True]:.3f}; "
-          f"error {err[False]:.3f} / {err[True]:.3f}")
+    print(f"share of the adapter's effect kept: separate {kept[False]:.3f}, merged {kept[True]:.3f}, separate "
+          f"in bfloat16 {kept['compute']:.3f}; error {err[False]:.3f} / {err[True]:.3f} / {err['compute']:.3f}")
     assert abs(kept[False] - 1) < abs(kept[True] - 1)
+    # An update rounded to bfloat16 keeps its size (relative rounding of the update itself), unlike a merge,
+    # which rounds it against the much larger weight.
+    assert abs(kept["compute"] - 1) < abs(kept[True] - 1) and err["compute"] < err[True]
+    assert not torch.equal(eff["compute"], eff[False])  # the cast really happened

@@ -126,6 +126,7 @@ class GenerateParams:
     batch_size: int = Field(ge=1)  # rows decoded together (slots); a finished row's slot is refilled
     base_16bit: bool  # decode from a 16-bit copy of the dequantised base (false: the 4-bit base)
     merge_adapter: bool  # fold the adapter into the 16-bit weights (rounds small updates away)
+    adapter_dtype: Literal["float32", "compute"]  # the separate adapter's weights: as PEFT loads them, or dtype
     max_new_tokens: int = Field(ge=1)
     do_sample: bool  # false: greedy, deterministic and comparable across experiments
     temperature: Real = Field(gt=0)

@@ -205,7 +205,8 @@ def generate_split(model_p: ModelParams, gen_p: GenerateParams, rows: list[dict]
             load_s = gen_s = 0.0
         else:
             model, tok = load_with_adapter(model_p, str(adapter) if adapter else None, base_16bit=gen_p.base_16bit,
-                                           merge_adapter=gen_p.merge_adapter)
+                                           merge_adapter=gen_p.merge_adapter,
+                                           adapter_dtype=gen_p.adapter_dtype)
             load_s = time.time() - t0
             t1 = time.time()
             info = run_generation(model, tok, mine, gen_p, mine_out, fp)

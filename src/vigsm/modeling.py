@@ -183,14 +183,17 @@ def prepare_kbit_base(model: Any, p: ModelParams, *, gradient_checkpointing: boo
 
 
 def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bool = True,
-                      merge_adapter: bool = False) -> tuple[Any, Any]:
+                      merge_adapter: bool = False, adapter_dtype: str = "float32") -> tuple[Any, Any]:
     """Base model (and adapter, if given) for inference, with a left-padding tokenizer.
 
     ``base_16bit`` (the default) decodes from a 16-bit copy of a 4-bit base, dequantised once: the same
     weights the adapter was trained against, without dequantising them at every step. ``False`` keeps the
     notebook's 4-bit base. ``merge_adapter`` folds the adapter into 16-bit weights; in bfloat16 that
     rounds away updates smaller than half a unit in the last place, so by default the adapter stays
-    separate and is computed as in training. A base that is not 4-bit has no dequantisation to do.
+    separate. PEFT loads it in float32 (``adapter_dtype="float32"``), so each adapted projection casts its
+    input up, multiplies in float32 and casts back; ``"compute"`` casts the adapter's weights to the
+    model's dtype instead (:func:`adapter_to_dtype`), computing it in bfloat16 as training's autocast and
+    unsloth's kernels did, in fewer kernels. A base that is not 4-bit has no dequantisation to do.
     Decoding steps run :func:`vigsm.attention.gqa_decode_attention` (the same function, no repeated K/V
     heads).
     """
@@ -203,8 +206,25 @@ def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bo
         model = attach_adapter(model, adapter_dir, p)
         if merge_adapter and (base_16bit or not p.load_in_4bit):  # a 4-bit base cannot take a merge
             model = model.merge_and_unload()
+        elif adapter_dtype == "compute":
+            adapter_to_dtype(model, torch_dtype(p.dtype))
     model.eval()
     return model, tok
+
+
+def adapter_to_dtype(model: Any, dtype: Any) -> int:
+    """Cast every LoRA weight of ``model`` (PEFT's ``lora_A`` / ``lora_B`` layers) to ``dtype``, in place;
+    return how many layers were cast. PEFT then feeds them its input uncast (it casts the input to the
+    adapter's dtype, which is now the model's)."""
+    cast = 0
+    for module in model.modules():
+        for name in ("lora_A", "lora_B"):
+            layers = getattr(module, name, None)
+            if layers is not None and hasattr(layers, "values"):
+                for layer in layers.values():
+                    layer.to(dtype)
+                    cast += 1
+    return cast
 
 
 def attach_adapter(model: Any, adapter_dir: str, p: ModelParams) -> Any:
