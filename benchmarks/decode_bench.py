@@ -1,8 +1,10 @@
-"""Decoding on ragged answers (issue 21): the eager slot decoder against the static decoder (CUDA graphs),
-on random-weight models in SmolLM2-135M's and Qwen2.5-3B's shapes with a separate LoRA adapter (r=32, the
-seven projections), 1,319 prompts from vigsm.sample, the shipped decoding (greedy, stop rules, 768 tokens,
-1,319 slots). Answer lengths are forced (tests/support/ragged.py): half end within 50 tokens, a tenth run
-past 400, 6% run to the cap. Each path records its step-time curve (ms per step against rows alive).
+"""Decoding on ragged answers (issue 21): the decoding paths of :data:`PATHS` (the eager slot decoder, the
+static decoder replayed as CUDA graphs with and without lookahead, the adapter in float32, in the model's
+dtype or merged), interleaved, on random-weight models in SmolLM2-135M's and Qwen2.5-3B's shapes with a
+separate LoRA adapter (r=32, the seven projections), 1,319 prompts from vigsm.sample, the shipped decoding
+(greedy, stop rules, 768 tokens, 1,319 slots). Answer lengths are forced (tests/support/ragged.py): half end
+within 50 tokens, a tenth run past 400, 6% run to the cap. Each path records its step-time curve (ms per
+step against rows alive).
 
     python benchmarks/decode_bench.py build --tokenizer DIR --work DIR    # SmolLM2-shaped base + adapter
     python benchmarks/decode_bench.py load --work DIR --out FILE          # the generate stage's loading, by phase
@@ -267,56 +269,81 @@ def equal_rows(a: dict, b: dict) -> dict:
     return {"rows": len(a), "equal_tokens_and_reason": same, "equal_reason": same_reason}
 
 
+# Paths the ragged and 3B rounds can time: the decoder (eager slots or static), lookahead, how the adapter is
+# held (PEFT's float32, the model's dtype, merged) and whether the static batch shrinks.
+PATHS = {
+    "slots-eager": dict(static=False),
+    "static-graphs": dict(static=True, ahead=False),  # the static decoder before lookahead
+    "static-ahead": dict(static=True, ahead=True),  # params.yaml as shipped
+    "ahead-adapter-compute": dict(static=True, ahead=True, adapter="compute"),  # generate.adapter_dtype: compute
+    "ahead-merged": dict(static=True, ahead=True, adapter="merged"),  # generate.merge_adapter: true
+    "static-batch-graphs": dict(static=True, ahead=False, shrink=10**9),
+}
+SHIPPED_PATH = "static-ahead"
+
+
+def timed_path(model_for, tok, prompts, dec, name: str, slots: int, clock=None) -> dict:
+    """One decode of ``prompts`` on path ``name`` (:data:`PATHS`), the module's knobs restored after."""
+    import vigsm.decoding as d
+
+    kw = PATHS[name]
+    saved = d.SHRINK_AT, d.LOOKAHEAD
+    d.SHRINK_AT, d.LOOKAHEAD = kw.get("shrink", d.SHRINK_AT), kw.get("ahead")
+    try:
+        return run_decode(model_for(kw.get("adapter", "float32")), tok, prompts, dec, static=kw["static"],
+                          slots=slots, clock=clock)
+    finally:
+        d.SHRINK_AT, d.LOOKAHEAD = saved
+
+
 def ragged(args) -> None:
     import torch
     from ragged import ForcedLengths, ragged_lengths
 
-    import vigsm.decoding as d
     from vigsm.modeling import load_with_adapter
 
     work, out = Path(args.work), Path(args.out)
+    names = args.paths.split(",")
     res: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                 "torch": torch.__version__, "transformers": __import__("transformers").__version__}
+                 "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+                 "paths": {k: PATHS[k] for k in names}, "shipped_path": SHIPPED_PATH}
 
     def save() -> None:
         out.write_text(json.dumps(res))
 
     gen_p, dec = shipped_decoding(args.smoke)
     n = 8 if args.smoke else 1319
-    t0 = time.perf_counter()
-    model, tok = load_with_adapter(model_params(work / "base", "float32" if args.smoke else "bfloat16"),
-                                   str(work / "adapter"))
-    res["load_with_adapter_seconds_in_process"] = round(time.perf_counter() - t0, 2)
+    model_p = model_params(work / "base", "float32" if args.smoke else "bfloat16")
+    models = {}
+    for variant in sorted({PATHS[k].get("adapter", "float32") for k in names} | {"float32"}):
+        t0 = time.perf_counter()
+        models[variant], tok = load_with_adapter(model_p, str(work / "adapter"), merge_adapter=variant == "merged",
+                                                 adapter_dtype="compute" if variant == "compute" else "float32")
+        res.setdefault("load_with_adapter_seconds_in_process", {})[variant] = round(time.perf_counter() - t0, 2)
     prompts = prompts_for(tok, n)
     lengths = ragged_lengths(n, dec.max_new_tokens, seed=0)
-    forced = ForcedLengths(model, tok, prompts, lengths, dec.max_new_tokens)
+    forced = {v: ForcedLengths(m, tok, prompts, lengths, dec.max_new_tokens) for v, m in models.items()}
     res["schedule"] = {"rows": n, "max_new_tokens": dec.max_new_tokens, "slots": gen_p.batch_size,
                        "within_50": sum(x <= 50 for x in lengths), "past_400": sum(x > 400 for x in lengths),
                        "to_cap": sum(x > dec.max_new_tokens for x in lengths),
                        "prompt_tokens_min_max": [len(prompts[0]), len(prompts[-1])]}
     log(f"schedule {res['schedule']}")
     slots = max(gen_p.batch_size, n)
-    # warm-up: CUDA context, cuBLAS handles, the first graphs' pools
-    for static in (False, True):
-        run_decode(forced, tok, prompts[:8], type(dec)(**{**dec.__dict__, "max_new_tokens": 420}), static=static,
-                   slots=slots)
-    paths = {"slots-eager": dict(static=False), "static-graphs": dict(static=True),
-             "static-batch-graphs": dict(static=True, shrink=10**9)}
-    runs: dict[str, list] = {k: [] for k in paths}
+    short = type(dec)(**{**dec.__dict__, "max_new_tokens": 420})
+    for name in names:  # warm-up: CUDA context, cuBLAS handles, the first graphs' pools
+        timed_path(forced.get, tok, prompts[:8], short, name, slots)
+    runs: dict[str, list] = {k: [] for k in names}
     got: dict[str, dict] = {}
     for r in range(args.rounds):
-        for name, kw in paths.items():
+        for name in names:
             if name == "slots-eager" and r > 0 and time.perf_counter() - T_START > args.eager_budget:
                 log(f"round {r + 1}: {name} skipped (past --eager-budget)")
                 continue
-            shrink = d.SHRINK_AT
-            d.SHRINK_AT = kw.get("shrink", shrink)
             clock = Clock(n)
             timer = HostTimer(tok)
             try:
-                one = run_decode(forced, tok, prompts, dec, static=kw["static"], slots=slots, clock=clock)
+                one = timed_path(forced.get, tok, prompts, dec, name, slots, clock=clock)
             finally:
-                d.SHRINK_AT = shrink
                 host = timer.close()
             got.setdefault(name, one["got"])
             rec = {"round": r + 1, "seconds": round(one["seconds"], 3), "stats": one["stats"], "host": host,
@@ -325,46 +352,51 @@ def ragged(args) -> None:
             log(f"round {r + 1} {name}: {rec['seconds']:.2f}s, {rec['steps']} steps, {one['stats']}")
             res["runs"] = runs
             save()
-    ref = got["slots-eager"]
-    res["forced_texts_equal_to_slots_eager"] = {k: equal_rows(ref, v) for k, v in got.items() if k != "slots-eager"}
+    ref = names[0]
+    res["forced_texts_equal"] = {"reference": ref, **{k: equal_rows(got[ref], v) for k, v in got.items() if k != ref}}
     res["reasons"] = {k: {reason: sum(1 for _, x in v.values() if x == reason)
                           for reason in ("eos", "max_new_tokens", "answer", "loop")} for k, v in got.items()}
     save()
-    # profiles: a window of steps with every row alive, and one late with few rows
+    # greedy, unforced: the random model's own texts (stop rules live) on each path against the first
+    m = min(n, args.equality_rows)
+    eq_dec = type(dec)(**{**dec.__dict__, "max_new_tokens": 128 if not args.smoke else 40})
+    texts = {name: timed_path(models.get, tok, prompts[:m], eq_dec, name, slots) for name in names}
+    res["greedy_unforced_equality"] = {"reference": ref, "max_new_tokens": eq_dec.max_new_tokens,
+                                       **{k: {**equal_rows(texts[ref]["got"], v["got"]), "stats": v["stats"]}
+                                          for k, v in texts.items() if k != ref}}
+    log(f"greedy unforced equality: {json.dumps(res['greedy_unforced_equality'])[:400]}")
+    save()
+    # profiles: a window of steps with every row alive (each path), and one late with few rows (shipped)
     res["profile"] = {}
     few = prompts[: max(8, n // 16)]
     prof_dec = type(dec)(**{**dec.__dict__, "max_new_tokens": 40})
-    cap_forced = ForcedLengths(model, tok, prompts, [dec.max_new_tokens + 1] * n, dec.max_new_tokens)
-    for label, rows in (("all_rows", prompts), ("few_rows", few)):
-        for name, static in (("slots-eager", False), ("static-graphs", True)):
-            clock = Clock(len(rows), profile=(20, 30))
-            run_decode(cap_forced, tok, rows, prof_dec, static=static, slots=slots, clock=clock)
-            summary = res["profile"][f"{name}/{label}/{len(rows)}"] = profile_summary(clock, 10)
-            log(f"profile {name} {label} ({len(rows)} rows): "
-                f"{json.dumps({k: v for k, v in summary.items() if 'top' not in k})}")
-            save()
-    # greedy, unforced: the random model's own texts (stop rules live), eager slots against static graphs
-    m = min(n, 256)
-    eq_dec = type(dec)(**{**dec.__dict__, "max_new_tokens": 128 if not args.smoke else 40})
-    a = run_decode(model, tok, prompts[:m], eq_dec, static=False, slots=slots)
-    b = run_decode(model, tok, prompts[:m], eq_dec, static=True, slots=slots)
-    res["greedy_unforced_equality"] = {**equal_rows(a["got"], b["got"]), "max_new_tokens": eq_dec.max_new_tokens,
-                                       "stats_eager": a["stats"], "stats_static": b["stats"]}
-    log(f"greedy unforced equality: {res['greedy_unforced_equality']}")
+    cap_forced = {v: ForcedLengths(mo, tok, prompts, [dec.max_new_tokens + 1] * n, dec.max_new_tokens)
+                  for v, mo in models.items()}
+    plan = [("all_rows", prompts, k) for k in names if k != "slots-eager"] + [("few_rows", few, SHIPPED_PATH)]
+    for label, rows, name in plan:
+        if name not in names:
+            continue
+        clock = Clock(len(rows), profile=(20, 30))
+        timed_path(cap_forced.get, tok, rows, prof_dec, name, slots, clock=clock)
+        summary = res["profile"][f"{name}/{label}/{len(rows)}"] = profile_summary(clock, 10)
+        log(f"profile {name} {label} ({len(rows)} rows): "
+            f"{json.dumps({k: v for k, v in summary.items() if 'top' not in k})}")
+        save()
     if torch.cuda.is_available():
         res["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
     save()
 
 
 def cap3b(args) -> None:
-    """The 3B shape, every row to the cap: static graphs (full length) against the eager slots (a short run:
-    its per-step time at 1,319 rows), interleaved."""
+    """The 3B shape, every row to the cap, on each of ``--cap-paths`` (static paths of :data:`PATHS`; the
+    adapter in float32 or in the model's dtype), rounds interleaved, saved after each."""
     import torch
     from peft import LoraConfig, get_peft_model
     from ragged import ForcedLengths
     from transformers import AutoTokenizer, LlamaConfig, Qwen2Config, Qwen2ForCausalLM
 
     from vigsm.attention import configure_attention, use_decode_attention
+    from vigsm.modeling import adapter_to_dtype
 
     out = Path(args.out)
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -378,35 +410,42 @@ def cap3b(args) -> None:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(dev):
         base = Qwen2ForCausalLM(cfg) if not args.smoke else __import__("transformers").LlamaForCausalLM(cfg)
-    base = base.to(torch.bfloat16 if dev == "cuda" else torch.float32)
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+    base = base.to(dtype)
     base.generation_config.eos_token_id = tok.eos_token_id
     base = use_decode_attention(base)
     model = get_peft_model(base, LoraConfig(r=32, lora_alpha=32, use_rslora=True, target_modules=TARGETS)).eval()
+    lora32 = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+    def model_for(adapter: str):
+        """The one model with its adapter in float32 (as PEFT loads it) or in the model's dtype."""
+        adapter_to_dtype(model, torch.float32 if adapter == "float32" else dtype)
+        if adapter == "float32":
+            model.load_state_dict(lora32, strict=False)
+        return forced
+
     _, dec = shipped_decoding(args.smoke)
     n = 8 if args.smoke else 1319
     if args.smoke:
         dec = type(dec)(**{**dec.__dict__, "max_new_tokens": 24})
     prompts = prompts_for(tok, n)
     forced = ForcedLengths(model, tok, prompts, [dec.max_new_tokens + 1] * n, dec.max_new_tokens)
-    short = type(dec)(**{**dec.__dict__, "max_new_tokens": 8 if args.smoke else 64})
-    res: dict = {"rows": n, "max_new_tokens": dec.max_new_tokens, "eager_steps": short.max_new_tokens,
-                 "prompt_tokens_min_max": [len(prompts[0]), len(prompts[-1])], "static": [], "eager": []}
-    run_decode(forced, tok, prompts[:8], short, static=True, slots=n)  # warm-up
-    run_decode(forced, tok, prompts[:8], short, static=False, slots=n)
+    short = type(dec)(**{**dec.__dict__, "max_new_tokens": 8})
+    names = args.cap_paths.split(",")
+    res: dict = {"rows": n, "max_new_tokens": dec.max_new_tokens, "paths": {k: PATHS[k] for k in names},
+                 "prompt_tokens_min_max": [len(prompts[0]), len(prompts[-1])], "runs": {k: [] for k in names}}
+    for name in names:  # warm-up
+        timed_path(model_for, tok, prompts[:8], short, name, n)
     for r in range(args.rounds):
-        clock = Clock(n)
-        one = run_decode(forced, tok, prompts, dec, static=True, slots=n, clock=clock)
-        res["static"].append({"round": r + 1, "seconds": round(one["seconds"], 3), "stats": one["stats"],
-                              "curve": clock.curve()})
-        log(f"3b round {r + 1} static: {one['seconds']:.2f}s {one['stats']}")
-        clock = Clock(n)
-        one = run_decode(forced, tok, prompts, short, static=False, slots=n, clock=clock)
-        res["eager"].append({"round": r + 1, "seconds": round(one["seconds"], 3), "stats": one["stats"],
-                             "curve": clock.curve()})
-        log(f"3b round {r + 1} eager ({short.max_new_tokens} steps): {one['seconds']:.2f}s")
-        if torch.cuda.is_available():
-            res["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
-        out.write_text(json.dumps(res))
+        for name in names:
+            clock = Clock(n)
+            one = timed_path(model_for, tok, prompts, dec, name, n, clock=clock)
+            res["runs"][name].append({"round": r + 1, "seconds": round(one["seconds"], 3), "stats": one["stats"],
+                                      "curve": clock.curve()})
+            log(f"3b round {r + 1} {name}: {one['seconds']:.2f}s {one['stats']}")
+            if torch.cuda.is_available():
+                res["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+            out.write_text(json.dumps(res))
 
 
 def table(paths: list[str]) -> None:
@@ -424,13 +463,10 @@ def table(paths: list[str]) -> None:
             print(f"{f.name}: load {r['load_with_adapter_seconds']}s {r['phases']}")
         for name, runs in (r.get("runs") or {}).items():
             print(f"{f.name}: {name:22} {mm([x['seconds'] for x in runs])} s")
-        for name in ("static", "eager"):
-            if name in r:
-                print(f"{f.name}: 3b {name:8} {mm([x['seconds'] for x in r[name]])} s")
         for k, v in (r.get("profile") or {}).items():
             print(f"{f.name}: profile {k}: {v['wall_ms_per_step']} ms wall, {v['gpu_kernel_ms_per_step']} ms GPU, "
                   f"{v['kernels_per_step']} kernels/step")
-        for k in ("forced_texts_equal_to_slots_eager", "greedy_unforced_equality"):
+        for k in ("forced_texts_equal", "greedy_unforced_equality"):
             if k in r:
                 print(f"{f.name}: {k}: {json.dumps(r[k])[:300]}")
 
@@ -443,6 +479,11 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--eager-budget", type=float, default=1e9, help="seconds after which no more eager rounds start")
+    ap.add_argument("--paths", default="static-graphs,static-ahead,ahead-adapter-compute,ahead-merged",
+                    help="ragged: the paths of PATHS to time, interleaved (the first is the texts' reference)")
+    ap.add_argument("--cap-paths", default="static-ahead,ahead-adapter-compute,static-graphs",
+                    help="cap3b: the static paths to time, interleaved")
+    ap.add_argument("--equality-rows", type=int, default=1319, help="ragged: rows of the unforced greedy comparison")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes for a CPU run")
     ap.add_argument("files", nargs="*")
     args = ap.parse_args()

@@ -38,10 +38,13 @@
 #                                           .bench-tok.tar.xz; assemble with `benchmarks/assemble.py x2`
 #   bash benchmarks/run_device.sh notebook768  the notebook's decoding at its 768 new tokens on the 3B model
 #                                           ($RUNS runs, default 2; carry .whl .bench-tok.tar.xz)
-#   bash benchmarks/run_device.sh decode    issue 21's decoding and loading (benchmarks/decode_bench.py), one call,
-#                                           no wheels: carry a folder holding this tree and SmolLM2's tokenizer
-#                                           files in .tok/; the ragged rounds (eager slots, static graphs, static
-#                                           batch), profiles, text equality, the 3B cap rounds, the loading phases;
+#   bash benchmarks/run_device.sh decode    issue 21's decoding and loading (benchmarks/decode_bench.py), no
+#                                           wheels but pydantic's: carry .tok/ (SmolLM2's tokenizer files) and
+#                                           .whl-dec (see below); PARTS (default
+#                                           "ragged cap3b load") picks the parts, so two calls can share them: the
+#                                           ragged rounds of the paths in PATHS_RAGGED (decode_bench.py's PATHS),
+#                                           profiles, text equality; the 3B cap rounds (PATHS_CAP); the loading
+#                                           phases and an import-time profile. Time limits RAGGED_S, CAP_S;
 #                                           assemble with `benchmarks/assemble.py decode`
 #   bash benchmarks/run_device.sh rows      issue 12's rows with fewer than 3 runs, as one chain like `pipeline`
 #                                           (watched the same way): the 3B generate stage (separate adapter)
@@ -102,15 +105,36 @@ pack() {  # the JSONs stay beside the archive only while they fit in the 8 files
 trap 'exit 143' TERM
 # decode: the image's own torch and transformers are enough (no 4-bit, no unsloth): no wheels to install
 if [[ $what == decode ]]; then
-  export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+  # pydantic (vigsm.config) is not in the image: carry its wheels in .whl-dec (pydantic 2.14.4, pydantic-core
+  # 2.50.5, annotated-types, typing-inspection, typing-extensions 4.16.0; Python 3.12)
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-dec/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   b=benchmarks/decode_bench.py
-  python3 $b build --tokenizer .tok --work /tmp/db > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
-  timeout "${RAGGED_S:-290}" python3 $b ragged --work /tmp/db --out "$OUT/h200-decode-ragged.json" --eager-budget "${EAGER_S:-170}" \
-    > "$OUT/ragged.log" 2>&1; grep -v "round\|Warning\|warn" "$OUT/ragged.log" | tail -n 8
-  timeout "${CAP_S:-160}" python3 $b cap3b --tokenizer .tok --out "$OUT/h200-decode-cap3b.json" > "$OUT/cap3b.log" 2>&1
-  tail -n 3 "$OUT/cap3b.log"
-  for i in 1 2 3; do timeout 60 python3 $b load --work /tmp/db --out "$OUT/h200-decode-load-$i.json" > "$OUT/load-$i.log" 2>&1; done
+  if [[ ${GPU_TEST:-1} == 1 ]]; then  # the static decoder's GPU test first: a broken path stops here, cheaply
+    VIGSM_TEST_TOKENIZER=$PWD/.tok timeout 120 python3 -m pytest -q -m gpu tests/test_decoding.py -p no:cacheprovider \
+      > "$OUT/gpu-test.log" 2>&1; tail -n 3 "$OUT/gpu-test.log"
+  fi
+  parts=${PARTS:-ragged cap3b load}
+  if [[ $parts == *ragged* || $parts == *load* ]]; then
+    python3 $b build --tokenizer .tok --work /tmp/db > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
+  fi
+  if [[ $parts == *ragged* ]]; then
+    timeout "${RAGGED_S:-290}" python3 $b ragged --work /tmp/db --out "$OUT/h200-decode-ragged.json" \
+      --eager-budget "${EAGER_S:-170}" ${PATHS_RAGGED:+--paths "$PATHS_RAGGED"} > "$OUT/ragged.log" 2>&1
+    grep -v "round\|Warning\|warn" "$OUT/ragged.log" | tail -n 8
+  fi
+  if [[ $parts == *cap3b* ]]; then
+    timeout "${CAP_S:-160}" python3 $b cap3b --tokenizer .tok --out "$OUT/h200-decode-cap3b.json" \
+      ${PATHS_CAP:+--cap-paths "$PATHS_CAP"} > "$OUT/cap3b.log" 2>&1
+    tail -n 3 "$OUT/cap3b.log"
+  fi
+  if [[ $parts == *load* ]]; then
+    for i in 1 2 3; do timeout 60 python3 $b load --work /tmp/db --out "$OUT/h200-decode-load-$i.json" > "$OUT/load-$i.log" 2>&1; done
+    # where the import time goes (the largest cumulative entries), in a fresh process after the three loads
+    python3 -X importtime -c "import torch; from transformers import AutoModelForCausalLM; from peft import PeftModel" \
+      2> "$OUT/importtime.txt"; sort -t'|' -k2 -n -r "$OUT/importtime.txt" | head -n 25
+  fi
   python3 $b table "$OUT"/*.json
   exit 0
 fi

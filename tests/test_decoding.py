@@ -57,7 +57,7 @@ def _static(model, tok, ids):
     """The old path: one left-padded model.generate batch, greedy; the new text of each row."""
     import torch
 
-    enc = tok.pad({"input_ids": ids}, return_tensors="pt")
+    enc = tok.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=MAX_NEW, do_sample=False, pad_token_id=tok.pad_token_id,
                              temperature=None, top_p=None, top_k=None)
@@ -144,6 +144,26 @@ def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir,
         base, _ = load_with_adapter(_model_params(varied_model_dir / "base"), None)
         base.generation_config.eos_token_id = model.generation_config.eos_token_id
         assert tok.batch_decode(_static(base, tok, ids), skip_special_tokens=True) != ref  # the adapter matters
+
+
+@pytest.mark.gpu
+def test_static_decoding_on_a_gpu_replays_graphs_with_lookahead(varied_model_dir):
+    """On a GPU the static decoder replays CUDA graphs and queues each step before the host reads the last
+    one: in float32 its greedy texts equal generate's (adapter on, rows ending at different steps, so the
+    batch shrinks while a step is queued) and its samples equal the slot decoder's."""
+    from vigsm.decoding import lookahead_on
+    from vigsm.modeling import load_with_adapter
+
+    model, tok = load_with_adapter(_model_params(varied_model_dir / "base"), str(varied_model_dir / "adapter"))
+    assert model.device.type == "cuda" and lookahead_on(model.device)
+    ids = _prompt_ids(tok)
+    _with_varied_ends(model, tok, ids)
+    ref = tok.batch_decode(_static(model, tok, ids), skip_special_tokens=True)
+    for slots in (len(ids), 3):
+        tokens, stats, _ = _slots(model, tok, ids, slots, static=True)
+        assert tok.batch_decode(tokens, skip_special_tokens=True) == ref, slots
+    kw = dict(do_sample=True, temperature=0.7, top_p=0.95)
+    assert _slots(model, tok, ids, len(ids), static=True, **kw)[0] == _slots(model, tok, ids, 2, **kw)[0]
 
 
 def test_rows_finish_in_order_of_their_end(varied_model_dir):

@@ -34,7 +34,10 @@ def test_queued_sweep(trained):
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert "Failed" not in status, status + run([*DVC, "queue", "logs", "--help"], trained, check=False).stdout
+    if "Failed" in status:  # show why: each failed task's own log (its first column names it)
+        logs = [run([*DVC, "queue", "logs", line.split()[0]], trained, check=False)
+                for line in status.splitlines() if "Failed" in line]
+        pytest.fail(status + "".join(p.stdout[-3000:] + p.stderr[-2000:] for p in logs))
     shown = json.loads(run([*DVC, "exp", "show", "--json"], trained).stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     rs = set()
