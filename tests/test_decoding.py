@@ -160,7 +160,7 @@ def test_static_decoding_on_a_gpu_replays_graphs_with_lookahead(varied_model_dir
     _with_varied_ends(model, tok, ids)
     ref = tok.batch_decode(_static(model, tok, ids), skip_special_tokens=True)
     for slots in (len(ids), 3):
-        tokens, stats, _ = _slots(model, tok, ids, slots, static=True)
+        tokens, _, _ = _slots(model, tok, ids, slots, static=True)
         assert tok.batch_decode(tokens, skip_special_tokens=True) == ref, slots
     kw = dict(do_sample=True, temperature=0.7, top_p=0.95)
     assert _slots(model, tok, ids, len(ids), static=True, **kw)[0] == _slots(model, tok, ids, 2, **kw)[0]
