@@ -43,11 +43,14 @@ comparison in the committed file was made from the device's copy), so from the a
     python benchmarks/assemble.py x2 /tmp/raw-2026-11-29d/call4-x2/x2 --note "..." \\
       --out benchmarks/results/2026-11-29-h200x2.json
 
-decode: issue 21's 2026-12-02-h200-steps.json from mode `decode` (every figure the median of the rounds with
-its min, max and n; the rounds ran interleaved):
+decode: issue 21's results from mode `decode` (every figure the median of the rounds with its min, max and n;
+the rounds ran interleaved). 2026-12-02-h200-steps.json (lookahead, adapter dtypes; the two calls' files put
+in one folder, importtime.txt from the first call's logs beside them) and, from the day's first round,
+2026-12-02-h200-steps-first.json (raw-2026-12-02.tar.xz; its notes were given with --note):
 
-    python benchmarks/assemble.py decode /tmp/raw-decode --out benchmarks/results/2026-12-02-h200-steps.json \\
-      [--archive benchmarks/results/raw-2026-12-02.tar.xz]   (--archive packs RAW_DIR, for a new measurement)
+    python benchmarks/assemble.py decode /tmp/raw-decode --date 2026-12-02 --note "..." \\
+      --out benchmarks/results/2026-12-02-h200-steps.json \\
+      [--archive benchmarks/results/raw-2026-12-02-steps2.tar.xz]   (--archive packs RAW, for a new measurement)
 
 rl: issue 22's 2026-12-02-h200-rl.json from modes `rl-install`, `rl-start`, `rl-watch`. The SFT and RL
 predictions are scored here with stages/score.py (the device lacks rouge_score); the GRPO curve is read from
@@ -514,20 +517,26 @@ def curve_bins(runs: list[dict]) -> dict:
     return out
 
 
-def decode_result(raw: Path) -> dict:
-    res: dict = {"date": "2026-12-02", "device": None, "source": "benchmarks/run_device.sh decode",
+def decode_result(raw: Path, date: str, notes: list[str]) -> dict:
+    """Issue 21's results from mode `decode`'s raw files. The summary's keys are the shipped path's (the raw
+    ragged file names it; the first round's files, which predate the name, timed `static-graphs` as
+    shipped); every other path's figures sit beside them under their own names."""
+    res: dict = {"date": date, "device": None, "source": "benchmarks/run_device.sh decode",
                  "how": ("random-weight models (SmolLM2-135M shape; Qwen2.5-3B shape) in bfloat16 with a separate "
                          "LoRA adapter (r=32, 7 projections), 1,319 vigsm.sample prompts under the chat template, "
                          "params.yaml's generate section as shipped (greedy, stop rules, 768 new tokens, 1,319 "
                          "slots); answer lengths forced by tests/support/ragged.py (half <= 50 tokens, a tenth > "
-                         "400, 6% to the cap); decode only (no loading) unless named")}
+                         "400, 6% to the cap); decode only (no loading) unless named; paths interleaved round by "
+                         "round")}
     summary: dict = {}
     ragged_f = raw / "h200-decode-ragged.json"
     if ragged_f.is_file():
         r = json.loads(ragged_f.read_text())
+        shipped = r.get("shipped_path", "static-graphs")
         res["device"] = r.get("device")
         res["versions"] = {"torch": r.get("torch"), "transformers": r.get("transformers")}
         res["ragged_schedule"] = r.get("schedule")
+        res["shipped_path"] = shipped
         paths = {}
         for name, runs in (r.get("runs") or {}).items():
             paths[name] = {"seconds": spread([x["seconds"] for x in runs], 2),
@@ -535,33 +544,41 @@ def decode_result(raw: Path) -> dict:
                            "steps": runs[0]["steps"], "stats": runs[0]["stats"],
                            "host_stop_rules_and_tokenizer": runs[0]["host"], "step_curve": curve_bins(runs)}
         res["ragged_smollm2"] = paths
-        for k in ("forced_texts_equal_to_slots_eager", "greedy_unforced_equality", "reasons", "profile",
-                  "peak_gpu_memory_gb"):
+        for k in ("paths", "forced_texts_equal", "forced_texts_equal_to_slots_eager", "greedy_unforced_equality",
+                  "reasons", "profile", "peak_gpu_memory_gb"):
             if k in r:
                 res[k] = r[k]
-        best = paths.get("static-graphs")
-        if best and best["seconds"]:
-            summary["ragged_generate_seconds"] = best["seconds"]
-            summary["decode_step_ms_smollm2"] = best["ms_per_step"]
-        if paths.get("slots-eager", {}).get("seconds"):
-            summary["ragged_generate_seconds_slots_eager"] = paths["slots-eager"]["seconds"]
-            summary["decode_step_ms_smollm2_slots_eager"] = paths["slots-eager"]["ms_per_step"]
-        if paths.get("static-batch-graphs", {}).get("seconds"):
-            summary["ragged_generate_seconds_static_batch"] = paths["static-batch-graphs"]["seconds"]
+        for name, p in paths.items():
+            if not p["seconds"]:
+                continue
+            tail = "" if name == shipped else "_" + name.replace("-", "_")
+            summary["ragged_generate_seconds" + tail] = p["seconds"]
+            summary["decode_step_ms_smollm2" + tail] = p["ms_per_step"]
     cap_f = raw / "h200-decode-cap3b.json"
     if cap_f.is_file():
         c = json.loads(cap_f.read_text())
         res["cap_3b"] = {"rows": c["rows"], "max_new_tokens": c["max_new_tokens"],
-                         "static_seconds": spread([x["seconds"] for x in c["static"]], 2),
-                         "eager_steps": c["eager_steps"],
-                         "eager_seconds_short_run": spread([x["seconds"] for x in c["eager"]], 2),
-                         "eager_ms_per_step_at_all_rows": spread([statistics.median(y[2] for y in x["curve"])
-                                                                  for x in c["eager"] if x["curve"]], 2),
-                         "static_ms_per_step": spread([statistics.median(y[2] for y in x["curve"])
-                                                       for x in c["static"] if x["curve"]], 2),
                          "peak_gpu_memory_gb": c.get("peak_gpu_memory_gb")}
-        if c["static"]:
-            summary["cap_generate_seconds_3b"] = res["cap_3b"]["static_seconds"]
+        if "runs" in c:  # one entry per path; the first is the shipped one
+            for i, (name, runs) in enumerate(c["runs"].items()):
+                if not runs:
+                    continue
+                res["cap_3b"][name] = {
+                    "seconds": spread([x["seconds"] for x in runs], 2),
+                    "ms_per_step": spread([1000 * x["seconds"] / max(x["stats"]["forward_steps"], 1)
+                                           for x in runs], 2)}
+                tail = "" if i == 0 else "_" + name.replace("-", "_")
+                summary["cap_generate_seconds_3b" + tail] = res["cap_3b"][name]["seconds"]
+        else:  # the first round's file: static graphs, and a short eager run
+            res["cap_3b"].update({
+                "static_seconds": spread([x["seconds"] for x in c["static"]], 2), "eager_steps": c["eager_steps"],
+                "eager_seconds_short_run": spread([x["seconds"] for x in c["eager"]], 2),
+                "eager_ms_per_step_at_all_rows": spread([statistics.median(y[2] for y in x["curve"])
+                                                         for x in c["eager"] if x["curve"]], 2),
+                "static_ms_per_step": spread([statistics.median(y[2] for y in x["curve"])
+                                              for x in c["static"] if x["curve"]], 2)})
+            if c["static"]:
+                summary["cap_generate_seconds_3b"] = res["cap_3b"]["static_seconds"]
     loads = [json.loads(f.read_text()) for f in sorted(raw.glob("h200-decode-load-*.json"))]
     if loads:
         phases = {k: spread([x["phases"][k] for x in loads], 3) for k in loads[0]["phases"]}
@@ -570,6 +587,9 @@ def decode_result(raw: Path) -> dict:
                                        "float32 safetensors directory (what vigsm.weights caches a GGUF as); "
                                        "the GGUF's digest and conversion are not in it"}
         summary["ragged_generate_load_seconds"] = spread([x["load_with_adapter_seconds"] for x in loads], 2)
+    imports = raw / "importtime.txt"
+    if imports.is_file():
+        res["import_profile_top_cumulative_seconds"] = import_profile(imports.read_text(), 12)
     res["summary"] = summary
 
     def met(key: str, limit: float) -> bool | None:
@@ -582,26 +602,33 @@ def decode_result(raw: Path) -> dict:
                       "decode_step_ms_smollm2<=10": met("decode_step_ms_smollm2", 10),
                       "cap_generate_seconds_3b<=30": met("cap_generate_seconds_3b", 30)}
     res["notes"] = [
-        "The ragged process ran past its 320 s limit during the profiles: the static path's few-rows profile, "
-        "the unforced greedy text comparison and the peak memory were not reached (the rounds were).",
-        "The 3B process ran past its 140 s limit after one round of each (n=1 there, not 3).",
+        *notes,
         "Profiled steps run under torch.profiler: compare their GPU kernel time and kernel counts, not their wall.",
-        "forced_texts_equal_to_slots_eager compares forced tokens: it checks the lengths and stop reasons agree "
-        "across the paths, not floating-point agreement of greedy choices.",
+        "Forced texts equal: forced tokens, so it checks lengths and stop reasons agree across the paths, not "
+        "floating-point agreement of greedy choices; the unforced greedy comparison does that, on random weights.",
         "loading: the phases sum to load_with_adapter's work (imports included), from a float32 safetensors "
         "directory; the real stage's GGUF digest, 4-bit quantisation and dequantisation are not in it "
         "(bitsandbytes was not carried)."]
     res["not_measured"] = ["smollm2_train_tokens_per_second", "default_train_speedup", "pipeline_total_seconds",
                            "ddp_train_scaling", "ddp_generate_scaling (the 2-GPU kind is withheld)",
                            "the 3B's loading (4-bit bitsandbytes load and dequantisation)",
-                           "greedy text equality on unforced decoding (cut off by the time limit; the CPU tests "
-                           "check it on the tiny model in float32)", "real weights' texts (random weights here)"]
+                           "real weights' texts (random weights here)"]
     return res
+
+
+def import_profile(text: str, top: int) -> dict[str, float]:
+    """The ``top`` largest cumulative times of a ``python -X importtime`` log, in seconds, by module."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if line.startswith("import time:") and len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((int(parts[1]) / 1e6, parts[2].strip()))
+    return {name: round(sec, 2) for sec, name in sorted(rows, reverse=True)[:top]}
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
     """Issue 21's results file from mode `decode`'s raw files."""
-    res = decode_result(args.raw)
+    res = decode_result(args.raw, args.date, args.note)
     write(args.out, res)
     if args.archive:
         with tarfile.open(args.archive, "w:xz") as tar:
@@ -763,6 +790,8 @@ def main() -> None:
     c = sub.add_parser("decode", help="issue 21: ragged decoding, the 3B cap rounds, loading")
     c.add_argument("raw", type=Path)
     c.add_argument("--archive", type=Path, help="also pack RAW into this .tar.xz (a new measurement)")
+    c.add_argument("--date", required=True, help="the measurement's date (YYYY-MM-DD)")
+    c.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     c.set_defaults(run=cmd_decode)
     r = sub.add_parser("rl", help="issue 22: SFT then GRPO on SmolLM2, scored here")
     r.add_argument("--chain", type=Path, required=True, help="the chain's returned out/ folder")
