@@ -52,8 +52,13 @@ offline: install
 show:
 	$(SHOW)
 
+# The suite in TEST_WORKERS processes (pytest-xdist), a test file to a process (the tests of a file share its
+# module fixtures), one torch thread each: the suite is mostly subprocesses waiting on torch, so two
+# processes on two cores finish in about half the time (docs/offline.md). TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile)
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(or $(PARALLEL),$(PY) -m pytest) -q $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check src stages tests benchmarks
