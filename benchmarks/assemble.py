@@ -559,15 +559,16 @@ def decode_result(raw: Path, date: str, notes: list[str]) -> dict:
         c = json.loads(cap_f.read_text())
         res["cap_3b"] = {"rows": c["rows"], "max_new_tokens": c["max_new_tokens"],
                          "peak_gpu_memory_gb": c.get("peak_gpu_memory_gb")}
-        if "runs" in c:  # one entry per path; the first is the shipped one
-            for i, (name, runs) in enumerate(c["runs"].items()):
+        if "runs" in c:  # one entry per path (the files of 2026-12-02's second round ran the shipped one first)
+            shipped = c.get("shipped_path", next(iter(c["runs"])))
+            for name, runs in c["runs"].items():
                 if not runs:
                     continue
                 res["cap_3b"][name] = {
                     "seconds": spread([x["seconds"] for x in runs], 2),
                     "ms_per_step": spread([1000 * x["seconds"] / max(x["stats"]["forward_steps"], 1)
                                            for x in runs], 2)}
-                tail = "" if i == 0 else "_" + name.replace("-", "_")
+                tail = "" if name == shipped else "_" + name.replace("-", "_")
                 summary["cap_generate_seconds_3b" + tail] = res["cap_3b"][name]["seconds"]
         else:  # the first round's file: static graphs, and a short eager run
             res["cap_3b"].update({

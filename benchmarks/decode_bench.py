@@ -433,6 +433,7 @@ def cap3b(args) -> None:
     short = type(dec)(**{**dec.__dict__, "max_new_tokens": 8})
     names = args.cap_paths.split(",")
     res: dict = {"rows": n, "max_new_tokens": dec.max_new_tokens, "paths": {k: PATHS[k] for k in names},
+                 "shipped_path": SHIPPED_PATH,
                  "prompt_tokens_min_max": [len(prompts[0]), len(prompts[-1])], "runs": {k: [] for k in names}}
     for name in names:  # warm-up
         timed_path(model_for, tok, prompts[:8], short, name, n)

@@ -113,7 +113,8 @@ if [[ $what == decode ]]; then
   b=benchmarks/decode_bench.py
   if [[ ${GPU_TEST:-1} == 1 ]]; then  # the static decoder's GPU test first: a broken path stops here, cheaply
     VIGSM_TEST_TOKENIZER=$PWD/.tok timeout 120 python3 -m pytest -q -m gpu tests/test_decoding.py -p no:cacheprovider \
-      > "$OUT/gpu-test.log" 2>&1; tail -n 3 "$OUT/gpu-test.log"
+      > "$OUT/gpu-test.log" 2>&1 || { tail -n 20 "$OUT/gpu-test.log"; exit 1; }
+    tail -n 1 "$OUT/gpu-test.log"
   fi
   parts=${PARTS:-ragged cap3b load}
   if [[ $parts == *ragged* || $parts == *load* ]]; then

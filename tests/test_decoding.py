@@ -147,10 +147,11 @@ def test_slot_decoding_matches_static_generate(varied_model_dir, tiny_model_dir,
 
 
 @pytest.mark.gpu
-def test_static_decoding_on_a_gpu_replays_graphs_with_lookahead(varied_model_dir):
+def test_static_decoding_on_a_gpu_replays_graphs_with_lookahead(varied_model_dir, monkeypatch, capsys):
     """On a GPU the static decoder replays CUDA graphs and queues each step before the host reads the last
     one: in float32 its greedy texts equal generate's (adapter on, rows ending at different steps, so the
     batch shrinks while a step is queued) and its samples equal the slot decoder's."""
+    from vigsm import decoding
     from vigsm.decoding import lookahead_on
     from vigsm.modeling import load_with_adapter
 
@@ -160,10 +161,14 @@ def test_static_decoding_on_a_gpu_replays_graphs_with_lookahead(varied_model_dir
     _with_varied_ends(model, tok, ids)
     ref = tok.batch_decode(_static(model, tok, ids), skip_special_tokens=True)
     for slots in (len(ids), 3):
-        tokens, _, _ = _slots(model, tok, ids, slots, static=True)
+        tokens, stats, _ = _slots(model, tok, ids, slots, static=True)
         assert tok.batch_decode(tokens, skip_special_tokens=True) == ref, slots
+        monkeypatch.setattr(decoding, "LOOKAHEAD", False)
+        assert stats.forward_steps > _slots(model, tok, ids, slots, static=True)[1].forward_steps  # it ran ahead
+        monkeypatch.setattr(decoding, "LOOKAHEAD", None)
     kw = dict(do_sample=True, temperature=0.7, top_p=0.95)
     assert _slots(model, tok, ids, len(ids), static=True, **kw)[0] == _slots(model, tok, ids, 2, **kw)[0]
+    assert "CUDA graph capture failed" not in capsys.readouterr().out  # graphs, not the eager fallback
 
 
 def test_rows_finish_in_order_of_their_end(varied_model_dir):

@@ -548,7 +548,8 @@ def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _
     on the device, before the host reads them: the host's work (the copy, the stop rules, the callbacks, the
     graph launch) overlaps the device's step instead of adding to it. The price is one step more per chunk
     and, at each shrink, one step for the rows that ended (both counted in ``row_steps``). A row draws
-    token ``k`` from ``(seed, k)`` on either schedule, so its tokens do not change.
+    token ``k`` from ``(seed, k)`` on either schedule; what lookahead changes is only the batch the step
+    after a shrink runs in (the larger one), so, as between the decoders, rounding may differ.
     """
     import torch
 
@@ -615,4 +616,6 @@ def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _
                     nxt = _choose(state.step(chosen), dec, procs, ids, seed_t, step_t)
                     after = (host.send(nxt), rows)
                 chosen, pending = nxt, after
+            if state.use_graphs:
+                torch.cuda.current_stream().synchronize()  # the step queued ahead has run before its graph goes
             del state

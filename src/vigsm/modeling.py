@@ -213,17 +213,14 @@ def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bo
 
 
 def adapter_to_dtype(model: Any, dtype: Any) -> int:
-    """Cast every LoRA weight of ``model`` (PEFT's ``lora_A`` / ``lora_B`` layers) to ``dtype``, in place;
-    return how many layers were cast. PEFT then feeds them its input uncast (it casts the input to the
-    adapter's dtype, which is now the model's)."""
+    """Cast every LoRA tensor of ``model`` (PEFT's ``lora_*`` parameters: A and B, embedding and DoRA ones
+    alike) to ``dtype``, in place; return how many were cast. PEFT then feeds each adapter its input uncast
+    (it casts the input to the adapter's dtype, which is now the model's)."""
     cast = 0
-    for module in model.modules():
-        for name in ("lora_A", "lora_B"):
-            layers = getattr(module, name, None)
-            if layers is not None and hasattr(layers, "values"):
-                for layer in layers.values():
-                    layer.to(dtype)
-                    cast += 1
+    for name, param in model.named_parameters():
+        if "lora_" in name and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+            cast += 1
     return cast
 
 
