@@ -71,7 +71,9 @@
 #                                           (prompts per step, 32), ROLLOUT, RL_BUDGET seconds for each
 #                                           rl stage (330; past it the RL variant is generated from its last
 #                                           checkpoint, which the results say), RL_SET (more rl.key=value), WATCH
-#                                           (520), BASE=1 to also generate the base's answers. Assemble with
+#                                           (520), BASE=1 to also generate the base's answers, ADAPTER_DTYPES
+#                                           (e.g. "float32 compute": the SFT adapter's answers with each
+#                                           generate.adapter_dtype; RL_LRS=none then stops there). Assemble with
 #                                           `benchmarks/assemble.py rl` (it scores the predictions here)
 #
 # The notebook-scale pair (issue 12), two calls in a row while the machine is warm:
@@ -198,6 +200,16 @@ if [[ $what == rl-* ]]; then
       python3 benchmarks/run_stages.py --out "$OUT/stages.json" --log-dir "$OUT" --drop-option=--live-dir \
         check prepare train || exit 1
       cp metrics/train.json "$OUT/"
+      # ADAPTER_DTYPES (e.g. "float32 compute"): the SFT adapter's answers with each generate.adapter_dtype,
+      # the generate stage as dvc.yaml runs it, each kept in out/adapter-<dtype>/; RL_LRS=none then skips RL.
+      for dt in ${ADAPTER_DTYPES:-}; do
+        python3 benchmarks/override_params.py params.yaml generate.adapter_dtype="$dt" || exit 1
+        mkdir -p "$OUT/adapter-$dt"
+        python3 benchmarks/run_stages.py --out "$OUT/adapter-$dt/stages.json" --log-dir "$OUT/adapter-$dt" generate
+        cp data/predictions/finetuned.jsonl metrics/generate.json "$OUT/adapter-$dt/" 2>/dev/null
+        echo "[rl-chain] generate with adapter_dtype $dt done"
+      done
+      [[ ${RL_LRS:-} == none ]] && { cp data/prepared/test.jsonl data/prepared/stats.json "$OUT/"; echo "[rl-chain] finished"; exit 0; }
       # The rollout engines (rl.rollout) on one step's rollouts from the SFT adapter, interleaved; the RL
       # runs below use the fastest that worked unless ROLLOUT names one.
       timeout 240 python3 benchmarks/rollout_bench.py --params params.yaml --train data/prepared/train.jsonl \
