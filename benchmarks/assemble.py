@@ -638,6 +638,70 @@ def cmd_decode(args: argparse.Namespace) -> None:
     print(json.dumps({"summary": res["summary"], "targets": res["targets"]}, indent=1))
 
 
+# ---- dtypes: issue 21, the adapter's dtype on real answers --------------------------------------------------
+
+def cmd_dtypes(args: argparse.Namespace) -> None:
+    """generate.adapter_dtype on real answers, from the rl chain's out/ folder run with ADAPTER_DTYPES="float32
+    compute": the SFT adapter's predictions with each dtype (adapter-<dtype>/), scored here with
+    stages/score.py (float32 as "base", compute as "finetuned", so the paired delta is compute minus
+    float32, with McNemar's p on the flexible EM verdicts), identical texts and strict answers
+    (agreement.py), and each generate stage's own timing (metrics/generate.json, one run each)."""
+    import yaml
+    from agreement import compare
+    from transformers import AutoTokenizer
+
+    c = args.chain
+    f32, comp = c / "adapter-float32", c / "adapter-compute"
+    work = args.work / "dtypes"
+    work.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for section, keys in yaml.safe_load((c / "params.yaml").read_text(encoding="utf-8")).items():
+        params.setdefault(section, {}).update(keys)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    subprocess.run([sys.executable, str(ROOT / "stages/score.py"), "--test", str(c / "test.jsonl"), "--predictions",
+                    f"base={f32 / 'finetuned.jsonl'}", f"finetuned={comp / 'finetuned.jsonl'}",
+                    "--metrics", str(work / "score.json"), "--details", str(work / "score-details.json"),
+                    "--per-question-dir", str(work / "per_question"), "--report", str(work / "report.md"),
+                    "--params", str(work / "params.yaml")], check=True)
+    scores = json.loads((work / "score.json").read_text())
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    texts = [{r["id"]: r["raw"] for r in map(json.loads, (d / "finetuned.jsonl").read_text().splitlines())}
+             for d in (comp, f32)]
+    agree = compare(*texts, lambda t: tok(t, add_special_tokens=False)["input_ids"], 64)
+    per_q = {name: {r["id"]: r["correct_flexible"] for r in
+                    map(json.loads, (work / "per_question" / f"{name}.jsonl").read_text().splitlines())}
+             for name in ("base", "finetuned")} if (work / "per_question").is_dir() else {}
+    flips = ({"float32_right_compute_wrong": sum(per_q["base"][q] and not per_q["finetuned"][q] for q in per_q["base"]),
+              "compute_right_float32_wrong": sum(per_q["finetuned"][q] and not per_q["base"][q] for q in per_q["base"])}
+             if per_q else None)
+    d = scores["delta"]
+    gen = {dt: load(c / f"adapter-{dt}" / "generate.json") for dt in ("float32", "compute")}
+    result = {
+        "issue": 21,
+        "what": "generate.adapter_dtype float32 (shipped) against compute, on SmolLM2-135M-Instruct's real weights "
+                "(bfloat16 base) with an SFT adapter, vigsm.sample's 1319 test questions, params.yaml's generate "
+                "section as shipped otherwise; the generate stage as dvc.yaml runs it, once per dtype",
+        "summary": {"identical_texts": agree["identical_texts"], "questions": agree["questions"],
+                    "same_strict_answer": agree["same_strict_answer"],
+                    "em_flexible_float32": scores["base"]["exact_match_flexible"],
+                    "em_flexible_compute": scores["finetuned"]["exact_match_flexible"],
+                    "em_delta_compute_minus_float32": {"delta": d["exact_match_flexible"],
+                                                      "lo": d["exact_match_flexible_lo"],
+                                                      "hi": d["exact_match_flexible_hi"]},
+                    "em_mcnemar_p": d["exact_match_flexible_mcnemar_p"], "em_verdict_flips": flips,
+                    "generate_seconds": {dt: (g or {}).get("generate_seconds") for dt, g in gen.items()},
+                    "load_seconds": {dt: (g or {}).get("load_seconds") for dt, g in gen.items()}},
+        "agreement": agree, "generate": gen, "params": {k: params[k] for k in ("model", "lora", "train", "generate")},
+        "score": scores, "notes": [*args.note, "Timings are one run each (the generate stage's own figures), not "
+                                            "interleaved rounds: they say how long the stage took, not a ranking."],
+    }
+    write(args.out, result)
+    if args.archive:
+        with tarfile.open(args.archive, "w:xz") as tar:
+            tar.add(c, arcname=f"raw-dtypes/{c.name}")
+    print(json.dumps(result["summary"], indent=1))
+
+
 # ---- rl: issue 22 ------------------------------------------------------------------------------------------
 
 _LOG_DICT = re.compile(r"\{'loss'[^{}]*\}")
@@ -800,7 +864,14 @@ def main() -> None:
     r.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     r.add_argument("--headline", help="the run (lr<rate> folder) the summary gives; default: the shipped rate")
     r.set_defaults(run=cmd_rl)
-    for p in (d, x, c, r):
+    t = sub.add_parser("dtypes", help="issue 21: generate.adapter_dtype float32 against compute on real answers")
+    t.add_argument("--chain", type=Path, required=True, help="the rl chain's returned out/ folder")
+    t.add_argument("--tokenizer", required=True, help="SmolLM2's tokenizer files (for the shared-token count)")
+    t.add_argument("--work", type=Path, default=Path("/tmp/rl-score"), help="where score.py writes")
+    t.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    t.add_argument("--archive", type=Path, help="also pack the chain folder into this .tar.xz")
+    t.set_defaults(run=cmd_dtypes)
+    for p in (d, x, c, r, t):
         p.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.run(args)
