@@ -71,6 +71,8 @@ BAD = [
     ("model", "dtype", "fp8", "generate", "model.dtype: 'fp8' is not one of"),
     ("generate", "limit", -1, "generate", "generate.limit: must be >= 0"),
     ("generate", "top_p", 1.5, "generate", "generate.top_p: must be <= 1"),
+    ("generate", "adapter_dtype", "bfloat16", "generate",
+     "generate.adapter_dtype: 'bfloat16' is not one of float32, compute"),
     ("data", "train_limit", 1.5, "prepare", "data.train_limit: expected an integer"),
     ("score", "confidence", 2, "score", "score.confidence: must be <= 0.999"),
     ("train", "learning_rate", 0, "train", "train.learning_rate: must be > 0, got 0"),
