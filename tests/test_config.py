@@ -58,6 +58,15 @@ def test_every_section_parses():
         parse_section(name, doc[name], cls)
 
 
+def test_adapter_dtype_takes_both_choices():
+    """generate.adapter_dtype: float32 (shipped) and compute both parse; the shipped value is float32."""
+    doc = shipped_params()
+    assert parse_section("generate", doc["generate"], SECTIONS["generate"]).adapter_dtype == "float32"
+    for value in ("float32", "compute"):
+        gen = parse_section("generate", {**doc["generate"], "adapter_dtype": value}, SECTIONS["generate"])
+        assert gen.adapter_dtype == value
+
+
 BAD = [
     # (section, key, value, stage, expected fragment)
     ("lora", "rank", 8, "train", "lora.rank: unknown key"),
