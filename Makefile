@@ -26,10 +26,12 @@ OFFLINE := -S data.source=sample \
   -S rl.steps=2 -S rl.num_generations=4 -S rl.prompts_per_step=2 -S rl.max_completion_length=64 \
   -S rl.save_steps=2
 
-# The headline columns of `dvc exp show`, without a pager: what was changed (lora.r, train.learning_rate,
-# rl.steps), then flexible EM per variant, the fine-tuned-minus-base and RL-minus-SFT deltas with McNemar's
-# p, and perplexity; narrow enough for a 120-column terminal (intervals and the rest: --csv, vigsm.compare).
-SHOW := dvc exp show --no-pager --drop '.*' --keep 'Experiment|Created|^lora.r$$|^train.learning_rate$$|^rl.steps$$|^(base|finetuned|rl).exact_match_flexible$$|^delta(_rl)?.exact_match_flexible(_mcnemar_p)?$$|^perplexity$$'
+# The headline columns of `dvc exp show`, without a pager: perplexity, flexible EM per variant, the
+# fine-tuned-minus-base and RL-minus-SFT deltas with McNemar's p, then what was changed (lora.r,
+# train.learning_rate, rl.steps). As a Markdown table: DVC's own table hides the columns that do not fit the
+# terminal behind "…", and these rows are about 330 characters wide (intervals and the rest: --csv,
+# vigsm.compare).
+SHOW := dvc exp show --no-pager --md --drop '.*' --keep 'Experiment|Created|^lora.r$$|^train.learning_rate$$|^rl.steps$$|^(base|finetuned|rl).exact_match_flexible$$|^delta(_rl)?.exact_match_flexible(_mcnemar_p)?$$|^perplexity$$'
 
 .PHONY: install offline show test lint mutate
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 import pytest
 import yaml
 
-from conftest import make_project, run, tiny_params, write_params
+from conftest import ROOT, make_project, run, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 DVC = [sys.executable, "-m", "dvc"]
@@ -290,3 +290,12 @@ def test_experiments_and_compare(project):
     assert "B - A" in human and "McNemar" in human
     bad = run([sys.executable, "-m", "vigsm.compare", "no-such-exp", "HEAD"], project, check=False)
     assert bad.returncode == 2 and "neither a git revision nor a DVC experiment" in bad.stderr
+    # `make show` (the Makefile's SHOW, run here as make runs it): every headline column and both runs are
+    # printed, none hidden behind DVC's "…" for want of terminal width (its output here is not a terminal).
+    line = next(x for x in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines() if x.startswith("SHOW :="))
+    table = run(["bash", "-c", line.split(":=", 1)[1].replace("$$", "$")], project).stdout
+    header = table.splitlines()[0]
+    for column in ("lora.r", "train.learning_rate", "rl.steps", "base.exact_match_flexible",
+                   "finetuned.exact_match_flexible", "delta.exact_match_flexible_mcnemar_p", "perplexity"):
+        assert f" {column} " in header, header
+    assert "lr-low" in table and "lr-high" in table and "…" not in table
