@@ -525,6 +525,19 @@ class _HostTokens:
         return receive
 
 
+def _queue_step(state: _StaticBatch, chosen: Any, dec: Decoding, procs: Any, ids: Any, seeds: Any,
+                steps: Any) -> tuple[Any, Any, Any]:
+    """Queue the step that feeds ``chosen`` (one token per row) and the choice of the tokens after it, all on
+    the device; return those tokens, the rows' ids with ``chosen`` appended (None where the processors need
+    none) and the rows' next token indices."""
+    import torch
+
+    if ids is not None:
+        ids = torch.cat([ids, chosen[:, None]], dim=1)
+    steps = steps + 1
+    return _choose(state.step(chosen), dec, procs, ids, seeds, steps), ids, steps
+
+
 def lookahead_on(device: Any) -> bool:
     """Whether :func:`_decode_static` queues each step before reading the last one's tokens: where the host
     and the device run apart (a GPU), unless :data:`LOOKAHEAD` says otherwise (tests and benchmarks)."""
@@ -574,10 +587,7 @@ def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _
             while True:
                 nxt = None
                 if ahead and state.column_at < state.length:
-                    if keep_ids:
-                        ids = torch.cat([ids, chosen[:, None]], dim=1)
-                    step_t += 1
-                    nxt = _choose(state.step(chosen), dec, procs, ids, seed_t, step_t)
+                    nxt, ids, step_t = _queue_step(state, chosen, dec, procs, ids, seed_t, step_t)
                     after = (host.send(nxt), rows)
                 receive, layout = pending
                 stats.forward_steps += 1
@@ -610,10 +620,7 @@ def _decode_static(model: Any, prompts: list[list[int]], dec: Decoding, rules: _
                     else:  # the step queued ahead already holds the new rows' next tokens, in the old layout
                         nxt = nxt[index]
                 if nxt is None:
-                    if keep_ids:
-                        ids = torch.cat([ids, chosen[:, None]], dim=1)
-                    step_t += 1
-                    nxt = _choose(state.step(chosen), dec, procs, ids, seed_t, step_t)
+                    nxt, ids, step_t = _queue_step(state, chosen, dec, procs, ids, seed_t, step_t)
                     after = (host.send(nxt), rows)
                 chosen, pending = nxt, after
             if state.use_graphs:

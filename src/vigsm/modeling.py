@@ -212,16 +212,13 @@ def load_with_adapter(p: ModelParams, adapter_dir: str | None, *, base_16bit: bo
     return model, tok
 
 
-def adapter_to_dtype(model: Any, dtype: Any) -> int:
+def adapter_to_dtype(model: Any, dtype: Any) -> None:
     """Cast every LoRA tensor of ``model`` (PEFT's ``lora_*`` parameters: A and B, embedding and DoRA ones
-    alike) to ``dtype``, in place; return how many were cast. PEFT then feeds each adapter its input uncast
-    (it casts the input to the adapter's dtype, which is now the model's)."""
-    cast = 0
+    alike) to ``dtype``, in place. PEFT then feeds each adapter its input uncast (it casts the input to the
+    adapter's dtype, which is now the model's)."""
     for name, param in model.named_parameters():
         if "lora_" in name and param.dtype != dtype:
             param.data = param.data.to(dtype)
-            cast += 1
-    return cast
 
 
 def attach_adapter(model: Any, adapter_dir: str, p: ModelParams) -> Any:
