@@ -650,30 +650,21 @@ def cmd_dtypes(args: argparse.Namespace) -> None:
     from agreement import compare
     from transformers import AutoTokenizer
 
+    from vigsm.io import read_jsonl
+
     c = args.chain
     f32, comp = c / "adapter-float32", c / "adapter-compute"
     work = args.work / "dtypes"
-    work.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    for section, keys in yaml.safe_load((c / "params.yaml").read_text(encoding="utf-8")).items():
-        params.setdefault(section, {}).update(keys)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    subprocess.run([sys.executable, str(ROOT / "stages/score.py"), "--test", str(c / "test.jsonl"), "--predictions",
-                    f"base={f32 / 'finetuned.jsonl'}", f"finetuned={comp / 'finetuned.jsonl'}",
-                    "--metrics", str(work / "score.json"), "--details", str(work / "score-details.json"),
-                    "--per-question-dir", str(work / "per_question"), "--report", str(work / "report.md"),
-                    "--params", str(work / "params.yaml")], check=True)
-    scores = json.loads((work / "score.json").read_text())
+    scores = score_files({"base": f32 / "finetuned.jsonl", "finetuned": comp / "finetuned.jsonl"},
+                         c / "test.jsonl", c / "params.yaml", work)
+    params = yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
-    texts = [{r["id"]: r["raw"] for r in map(json.loads, (d / "finetuned.jsonl").read_text().splitlines())}
-             for d in (comp, f32)]
+    texts = [{r["id"]: r["raw"] for r in read_jsonl(d / "finetuned.jsonl")} for d in (comp, f32)]
     agree = compare(*texts, lambda t: tok(t, add_special_tokens=False)["input_ids"], 64)
-    per_q = {name: {r["id"]: r["correct_flexible"] for r in
-                    map(json.loads, (work / "per_question" / f"{name}.jsonl").read_text().splitlines())}
-             for name in ("base", "finetuned")} if (work / "per_question").is_dir() else {}
-    flips = ({"float32_right_compute_wrong": sum(per_q["base"][q] and not per_q["finetuned"][q] for q in per_q["base"]),
-              "compute_right_float32_wrong": sum(per_q["finetuned"][q] and not per_q["base"][q] for q in per_q["base"])}
-             if per_q else None)
+    per_q = {name: {r["id"]: r["correct_flexible"] for r in read_jsonl(work / "per_question" / f"{name}.jsonl")}
+             for name in ("base", "finetuned")}
+    flips = {"float32_right_compute_wrong": sum(per_q["base"][q] and not per_q["finetuned"][q] for q in per_q["base"]),
+             "compute_right_float32_wrong": sum(per_q["finetuned"][q] and not per_q["base"][q] for q in per_q["base"])}
     d = scores["delta"]
     gen = {dt: load(c / f"adapter-{dt}" / "generate.json") for dt in ("float32", "compute")}
     result = {
@@ -740,20 +731,28 @@ def score_predictions(chain: Path, work: Path, run: Path | None = None) -> dict:
     a per-learning-rate subfolder, or the chain folder), under the run's params.yaml; keys added to params.yaml
     since the run (score checks every section strictly) are filled in as shipped now, so an older run still
     scores, with its own values wherever it has them."""
-    import yaml
-
     run = run or chain
     files = {"base": chain / "base.jsonl", "finetuned": chain / "finetuned.jsonl", "rl": run / "rl.jsonl"}
-    preds = [f"{name}={f}" for name, f in files.items() if f.is_file() and f.stat().st_size]
+    return score_files({name: f for name, f in files.items() if f.is_file() and f.stat().st_size},
+                       chain / "test.jsonl", run / "params.yaml", work)
+
+
+def score_files(files: dict[str, Path], test: Path, run_params: Path, work: Path) -> dict:
+    """stages/score.py on ``files`` (variant name -> predictions) in ``work``, under ``run_params`` with the
+    keys added to params.yaml since (as shipped now); return its metrics (per-question verdicts in
+    ``work/per_question/<variant>.jsonl``)."""
+    import yaml
+
     work.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    for section, keys in yaml.safe_load((run / "params.yaml").read_text(encoding="utf-8")).items():
+    for section, keys in yaml.safe_load(run_params.read_text(encoding="utf-8")).items():
         params.setdefault(section, {}).update(keys)
     (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    subprocess.run([sys.executable, str(ROOT / "stages/score.py"), "--test", str(chain / "test.jsonl"),
-                    "--predictions", *preds, "--metrics", str(work / "score.json"), "--details",
-                    str(work / "score-details.json"), "--per-question-dir", str(work / "per_question"),
-                    "--report", str(work / "report.md"), "--params", str(work / "params.yaml")], check=True)
+    subprocess.run([sys.executable, str(ROOT / "stages/score.py"), "--test", str(test),
+                    "--predictions", *(f"{name}={f}" for name, f in files.items()), "--metrics",
+                    str(work / "score.json"), "--details", str(work / "score-details.json"), "--per-question-dir",
+                    str(work / "per_question"), "--report", str(work / "report.md"), "--params",
+                    str(work / "params.yaml")], check=True)
     return json.loads((work / "score.json").read_text())
 
 
